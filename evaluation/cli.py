@@ -1,0 +1,48 @@
+"""The ``fgsn-loc`` command-line entry point.
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and ``run(args)``; ``run``
+only parses arguments into a call of that module's ``main(...)`` Python function. Modules are imported only
+when their subcommand is chosen, so ``fgsn-loc --help`` is fast and a broken optional dependency of one
+subcommand does not break the others.
+
+To add a subcommand, add one line to ``COMMANDS``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("evaluation.demo", "generate the built-in demo dataset and run localize + evaluate on it"),
+    "generate-demo": ("reconstruction.synthetic", "generate the synthetic demo dataset (Extended CMU layout)"),
+    "build-map": ("reconstruction.build_map", "triangulate a COLMAP model from database images with known poses"),
+    "localize": ("localization.localize", "batch-localize the queries of a benchmark dataset"),
+    "evaluate": ("evaluation.evaluate", "recall at thresholds per condition and scene group"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fgsn-loc", description="Long-term semantic visual localization toolkit.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    ret = module.run(args)
+    return int(ret or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

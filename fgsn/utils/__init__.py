@@ -1,0 +1,1 @@
+"""Shared helpers (configuration, logging) for every package of the project."""

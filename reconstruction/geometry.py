@@ -1,0 +1,127 @@
+"""Rigid-transform, quaternion and camera helpers (pure functions on NumPy arrays, no I/O).
+
+Conventions used everywhere in the project:
+    * Quaternions are (w, x, y, z), Hamilton, unit norm; ``qvec`` names a (4,) array in that order.
+    * ``cam_from_world`` is a (3, 4) matrix [R | t] mapping world points to the camera frame:
+      X_cam = R @ X_world + t. The camera centre is C = -R^T t.
+    * Pixels: integer coordinates are pixel centres inside the project. COLMAP puts pixel centres at +0.5;
+      convert only with :func:`to_colmap_pixels` / :func:`from_colmap_pixels`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check_shape(name: str, a: np.ndarray, shape: tuple) -> None:
+    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+
+
+def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
+    """(4,) or (N, 4) quaternions (w, x, y, z) -> (3, 3) or (N, 3, 3) rotation matrices (normalised first)."""
+    q = np.asarray(qvec, dtype=np.float64)
+    single = q.ndim == 1
+    q = np.atleast_2d(q)
+    _check_shape("qvec", q, (None, 4))
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    R = np.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        axis=1,
+    ).reshape(-1, 3, 3)
+    return R[0] if single else R
+
+
+def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation matrix -> (4,) unit quaternion (w, x, y, z) with w >= 0 (Shepperd's method)."""
+    R = np.asarray(R, dtype=np.float64)
+    _check_shape("R", R, (3, 3))
+    K = np.array(
+        [
+            [R[0, 0] - R[1, 1] - R[2, 2], 0, 0, 0],
+            [R[0, 1] + R[1, 0], R[1, 1] - R[0, 0] - R[2, 2], 0, 0],
+            [R[0, 2] + R[2, 0], R[1, 2] + R[2, 1], R[2, 2] - R[0, 0] - R[1, 1], 0],
+            [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]],
+        ]
+    ) / 3.0
+    eigvals, eigvecs = np.linalg.eigh(K)
+    x, y, z, w = eigvecs[:, np.argmax(eigvals)]
+    q = np.array([w, x, y, z])
+    return -q if q[0] < 0 else q
+
+
+def pose_from_qvec_center(qvec: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """World-to-camera quaternion and camera centre C (the CMU/NVM convention) -> (3, 4) cam_from_world."""
+    R = qvec_to_rotmat(qvec)
+    C = np.asarray(center, dtype=np.float64).reshape(3)
+    return np.concatenate([R, (-R @ C)[:, None]], axis=1)
+
+
+def pose_from_qvec_tvec(qvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+    """World-to-camera quaternion (w, x, y, z) and translation t -> (3, 4) cam_from_world."""
+    return np.concatenate([qvec_to_rotmat(qvec), np.asarray(tvec, dtype=np.float64).reshape(3, 1)], axis=1)
+
+
+def camera_center(cam_from_world: np.ndarray) -> np.ndarray:
+    """(3, 4) or (N, 3, 4) cam_from_world -> (3,) or (N, 3) camera centres in world coordinates."""
+    T = np.asarray(cam_from_world, dtype=np.float64)
+    R, t = T[..., :3], T[..., 3]
+    return -np.einsum("...ji,...j->...i", R, t)
+
+
+def invert_pose(b_from_a: np.ndarray) -> np.ndarray:
+    """(3, 4) rigid transform b_from_a -> a_from_b."""
+    R, t = b_from_a[:, :3], b_from_a[:, 3]
+    return np.concatenate([R.T, (-R.T @ t)[:, None]], axis=1)
+
+
+def compose(c_from_b: np.ndarray, b_from_a: np.ndarray) -> np.ndarray:
+    """(3, 4) c_from_b, (3, 4) b_from_a -> (3, 4) c_from_a (composition right to left)."""
+    R = c_from_b[:, :3] @ b_from_a[:, :3]
+    t = c_from_b[:, :3] @ b_from_a[:, 3] + c_from_b[:, 3]
+    return np.concatenate([R, t[:, None]], axis=1)
+
+
+def transform_points(b_from_a: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a (3, 4) transform to (N, 3) points."""
+    return points @ b_from_a[:, :3].T + b_from_a[:, 3]
+
+
+def pose_errors(cam_from_world_est: np.ndarray, cam_from_world_gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position and rotation errors between estimated and ground-truth poses.
+
+    Args:
+        cam_from_world_est: (N, 3, 4) or (3, 4) estimated poses.
+        cam_from_world_gt: same shape, ground truth.
+    Returns:
+        err_t_m: camera-centre distance ||C_est - C_gt|| in metres (world units).
+        err_R_deg: rotation angle of R_gt^T R_est in degrees.
+    """
+    est = np.asarray(cam_from_world_est, dtype=np.float64)
+    gt = np.asarray(cam_from_world_gt, dtype=np.float64)
+    if est.shape != gt.shape or est.shape[-2:] != (3, 4):
+        raise ValueError(f"pose arrays must both be (..., 3, 4), got {est.shape} and {gt.shape}")
+    err_t = np.linalg.norm(camera_center(est) - camera_center(gt), axis=-1)
+    trace = np.einsum("...ji,...ji->...", gt[..., :3], est[..., :3])
+    err_R = np.degrees(np.arccos(np.clip((trace - 1) / 2, -1.0, 1.0)))
+    return err_t, err_R
+
+
+def to_colmap_pixels(xy: np.ndarray) -> np.ndarray:
+    """Project convention (integer = pixel centre) -> COLMAP convention (pixel centre at +0.5)."""
+    return np.asarray(xy, dtype=np.float64) + 0.5
+
+
+def from_colmap_pixels(xy: np.ndarray) -> np.ndarray:
+    """COLMAP convention (pixel centre at +0.5) -> project convention (integer = pixel centre)."""
+    return np.asarray(xy, dtype=np.float64) - 0.5
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly distributed random (3, 3) rotation matrix."""
+    q = rng.normal(size=4)
+    return qvec_to_rotmat(q / np.linalg.norm(q))
