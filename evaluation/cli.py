@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-map": ("reconstruction.build_map", "triangulate a COLMAP model from database images with known poses"),
     "localize": ("localization.localize", "batch-localize the queries of a benchmark dataset"),
     "evaluate": ("evaluation.evaluate", "recall at thresholds per condition and scene group"),
+    "train-apr": ("localization.apr.train", "train and test an absolute pose regression baseline (PoseNet, AtLoc, VLocNet, ...)"),
 }
 
 
