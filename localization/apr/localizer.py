@@ -1,0 +1,80 @@
+"""The APR baselines as a :class:`~localization.base.Localizer` for ``fgsn-loc localize --method apr``.
+
+The runner builds :class:`APRLocalizer` with ``conf`` = this ``default_conf`` merged with the run's settings
+(``checkpoint`` from ``--checkpoint``). :meth:`APRLocalizer.prepare` predicts every query of the dataset in one
+batched (or, for VLocNet, sequential) pass in the main process; :meth:`APRLocalizer.localize` returns the cached
+pose, computing it on demand when called in a process where ``prepare`` did not run.
+
+A query of another map (world frame) than the one the model was trained on is returned as failed, with the
+reason in ``info``; so is a query whose image cannot be read.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reconstruction.datasets import ImageRecord
+
+from ..base import Localizer, QueryResult
+from .inference import load_checkpoint, predict_images
+from .pose import pose_to_cam_from_world
+
+logger = logging.getLogger(__name__)
+
+
+class APRLocalizer(Localizer):
+    default_conf = {
+        "checkpoint": "???",  # path of a `fgsn-loc train-apr` checkpoint (checkpoints/checkpoint_last.pt)
+        "device": "cpu",  # "cpu" or "cuda"
+        "batch_size": 16,  # images per inference batch
+        "num_threads": 1,  # torch CPU threads
+    }
+
+    def __init__(self, conf, dataset, work_dir):
+        super().__init__(conf, dataset, work_dir)
+        import torch
+
+        torch.set_num_threads(int(self.conf.num_threads))
+        self.model, ckpt = load_checkpoint(self.conf.checkpoint, self.conf.device)
+        self.data_conf = ckpt["config"]["data"]
+        self.map_ids = set(ckpt.get("map_ids", []))
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def _predict(self, queries: list[ImageRecord]) -> None:
+        queries = [q for q in queries if q.name not in self._cache and self._map_ok(q)]
+        if not queries:
+            return
+        t0 = time.time()
+        pos, qv = predict_images(self.model, [q.path for q in queries], [q.sequence for q in queries],
+                                 [q.timestamp_s for q in queries], self.data_conf["image_size"],
+                                 self.data_conf["crop_size"], int(self.conf.batch_size))
+        dt = (time.time() - t0) / len(queries)
+        for q, p, r in zip(queries, pos, qv):
+            self._cache[q.name] = (p, r, dt)
+
+    def _map_ok(self, query: ImageRecord) -> bool:
+        return not self.map_ids or query.map_id in self.map_ids
+
+    def prepare(self) -> None:
+        try:
+            self._predict(list(self.dataset.queries))
+        except Exception as e:  # leave the failing images to localize(), which reports them one by one
+            logger.warning("Batched APR inference failed (%s); predicting queries one by one.", e)
+
+    def localize(self, query: ImageRecord, rng: np.random.Generator) -> QueryResult:
+        if not self._map_ok(query):
+            return QueryResult(query.name, False, info={
+                "reason": f"map {query.map_id} is not the model's map ({', '.join(sorted(self.map_ids))})"})
+        if query.name not in self._cache:
+            sequential = getattr(self.model, "sequential", False)
+            batch = [q for q in self.dataset.queries if q.sequence == query.sequence] if sequential else [query]
+            try:
+                self._predict(batch)
+            except Exception as e:
+                return QueryResult(query.name, False, info={"reason": f"APR inference failed: {e}"})
+        p, q, dt = self._cache[query.name]
+        return QueryResult(query.name, True, pose_to_cam_from_world(p, q), time_s=float(dt),
+                           info={"method": "apr", "model": str(self.model.conf.name)})

@@ -1,0 +1,96 @@
+"""Loss terms of the APR papers, as pure functions of predicted and ground-truth poses (torch, differentiable).
+
+Every function takes batched tensors with the pose convention of :mod:`localization.apr` (positions (..., 3),
+normalised world frame; quaternions (..., 4), world-to-camera, (w, x, y, z)) and returns a scalar: the mean
+over all leading dimensions.
+"""
+from __future__ import annotations
+
+import torch
+
+from .pose import lookat_point, qlog, qnormalize, relative_pose
+
+
+def posenet_loss(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor,
+                 alpha: float, beta: float) -> torch.Tensor:
+    """The original PoseNet loss of one regressor (Kendall et al., ICCV 2015): alpha ||p - p^|| + beta ||q - q^/||q^|| ||.
+
+    Args:
+        p_hat, p: (..., 3) predicted / true positions. q_hat, q: (..., 4) predicted (any norm) / true unit
+            quaternions; both are put on the w >= 0 hemisphere first.
+        alpha, beta: weights of the position and orientation terms.
+    """
+    err_p = (p_hat - p).norm(dim=-1)
+    err_q = (qnormalize(q_hat) - qnormalize(q)).norm(dim=-1)
+    return (alpha * err_p + beta * err_q).mean()
+
+
+def geometric_loss(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor, beta: float,
+                   distance: float = 1.0, beta_factor: float = 1.5) -> torch.Tensor:
+    """The geometric PoseNet loss of Ward et al. (``docs ALGORITHMS.md`` section 11), one regressor.
+
+    L = 1.5 beta ||q^ - q|| + ||d|| + ||d||^2 s, with a = the point ``distance`` units along the true camera's
+    viewing direction and a^ the same for the predicted pose (:func:`~localization.apr.pose.lookat_point`),
+    d = a - a^ and s = 1 - cos(a^, d) (the angle between the predicted look-at point, as a vector from the
+    world origin = the training positions' mean after normalisation, and the error). s is taken as 1 where
+    d or a^ is zero (the term is then 0 anyway).
+
+    Args:
+        p_hat, p: (..., 3) positions. q_hat, q: (..., 4) quaternions (q_hat normalised here).
+        beta: the PoseNet orientation weight of this regressor. distance: look-at distance, position units.
+        beta_factor: the 1.5 of the paper.
+    """
+    q_hat = qnormalize(q_hat)
+    q = qnormalize(q)
+    a = lookat_point(p, q, distance)
+    a_hat = lookat_point(p_hat, q_hat, distance)
+    d = a - a_hat
+    dn = d.norm(dim=-1)
+    cos = torch.nn.functional.cosine_similarity(a_hat, d, dim=-1, eps=1e-12)
+    s = 1.0 - cos
+    err_q = (q_hat - q).norm(dim=-1)
+    return (beta_factor * beta * err_q + dn + dn.square() * s).mean()
+
+
+def learned_weighting(err_x: torch.Tensor, err_q: torch.Tensor, s_x: torch.Tensor, s_q: torch.Tensor) -> torch.Tensor:
+    """Homoscedastic-uncertainty weighting (Kendall & Cipolla, CVPR 2017): L_x e^-s_x + s_x + L_q e^-s_q + s_q.
+
+    Args:
+        err_x, err_q: scalar position / orientation losses. s_x, s_q: learned scalar log-weights.
+    """
+    return err_x * torch.exp(-s_x) + s_x + err_q * torch.exp(-s_q) + s_q
+
+
+def atloc_errors(p_hat: torch.Tensor, logq_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor):
+    """AtLoc's L1 errors: mean ||p - p^||_1 and mean ||log q - log q^||_1 (log q on the w >= 0 hemisphere).
+
+    Args:
+        p_hat, p: (..., 3). logq_hat: (..., 3) predicted log-quaternion. q: (..., 4) true quaternion.
+    Returns:
+        err_p, err_q: scalars.
+    """
+    err_p = (p_hat - p).abs().sum(-1).mean()
+    err_q = (logq_hat - qlog(q)).abs().sum(-1).mean()
+    return err_p, err_q
+
+
+def relative_errors(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor, norm: str = "l1"):
+    """Errors of the relative poses between consecutive frames of windows (AtLoc+ / MapNet, VLocNet).
+
+    Args:
+        p_hat, p: (B, T, 3) predicted / true positions of T >= 2 frames in temporal order.
+        q_hat, q: (B, T, 4) predicted / true quaternions.
+        norm: ``"l1"`` (AtLoc+: L1 on relative position and on the log of the relative rotation) or
+            ``"l2"`` (VLocNet: Euclidean norms on relative position and relative quaternion).
+    Returns:
+        err_p, err_q: scalars, means over the B (T - 1) pairs.
+    """
+    if p_hat.ndim != 3 or p_hat.shape[1] < 2:
+        raise ValueError(f"relative errors need (B, T>=2, 3) windows, got {tuple(p_hat.shape)}")
+    dp_hat, dq_hat = relative_pose(p_hat[:, :-1], qnormalize(q_hat[:, :-1]), p_hat[:, 1:], qnormalize(q_hat[:, 1:]))
+    dp, dq = relative_pose(p[:, :-1], q[:, :-1], p[:, 1:], q[:, 1:])
+    if norm == "l1":
+        return (dp_hat - dp).abs().sum(-1).mean(), (qlog(dq_hat) - qlog(dq)).abs().sum(-1).mean()
+    if norm == "l2":
+        return (dp_hat - dp).norm(dim=-1).mean(), (dq_hat - dq).norm(dim=-1).mean()
+    raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")

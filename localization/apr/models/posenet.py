@@ -1,0 +1,86 @@
+"""PoseNet (Kendall et al., ICCV 2015) with the original weighted loss or the geometric loss of Ward et al.
+
+Deviation from the papers, by design: the backbone is a ResNet written in this project instead of
+GoogLeNet. GoogLeNet's two auxiliary classifiers and final classifier become three pose regressors on the
+outputs of ``layer2``, ``layer3`` and ``layer4`` (strides 8, 16, 32): global average pooling -> FC
+(``aux_dim`` / ``feat_dim``) -> ReLU -> dropout -> FC 3 (position) and FC 4 (quaternion). The regressors are
+weighted by ``alpha`` = (0.3, 0.3, 1) and ``beta`` = (150, 150, 500) as in the papers; at test time only the
+last regressor is used.
+
+Loss per regressor i:
+    * ``original``: alpha_i ||p_i - p|| + beta_i ||q_i/||q_i|| - q||.
+    * ``geometric`` (Ward et al.): alpha_i (1.5 beta_i ||q_i - q|| + ||d|| + ||d||^2 s), see
+      :func:`localization.apr.losses.geometric_loss`; alpha_i keeps the auxiliary regressors' down-weighting.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..losses import geometric_loss, posenet_loss
+from ..pose import qnormalize
+from .base import BaseAPR, flatten_frames, pose_metrics
+
+
+class _Regressor(nn.Module):
+    def __init__(self, in_ch: int, dim: int, dropout: float):
+        super().__init__()
+        self.fc = nn.Linear(in_ch, dim)
+        self.drop = nn.Dropout(dropout)
+        self.fc_p = nn.Linear(dim, 3)
+        self.fc_q = nn.Linear(dim, 4)
+        with torch.no_grad():  # start at the identity rotation
+            self.fc_q.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+    def forward(self, x: torch.Tensor):
+        h = self.drop(torch.relu(self.fc(x.mean((2, 3)))))
+        return self.fc_p(h), self.fc_q(h)
+
+
+class PoseNet(BaseAPR):
+    default_conf = {
+        "loss": "original",  # "original" (PoseNet) or "geometric" (Ward et al.)
+        "alpha": [0.3, 0.3, 1.0],  # position weights of the regressors on layer2, layer3, layer4
+        "beta": [150.0, 150.0, 500.0],  # orientation weights (PoseNet outdoor setting)
+        "lookat_distance_m": 1.0,  # geometric loss: look-at point distance along the optical axis, metres
+        "feat_dim": 2048,  # hidden FC width of the main regressor
+        "aux_dim": 1024,  # hidden FC width of the two auxiliary regressors
+        "dropout": 0.5,  # dropout before the pose FCs (GoogLeNet PoseNet: 0.7 aux / 0.4 main)
+    }
+
+    def _init(self, conf):
+        if conf.loss not in ("original", "geometric"):
+            raise ValueError(f"PoseNet loss must be 'original' or 'geometric', got {conf.loss!r}")
+        if len(conf.alpha) != 3 or len(conf.beta) != 3:
+            raise ValueError("PoseNet alpha and beta need 3 values (two auxiliary regressors and the main one)")
+        self.backbone = self.make_backbone()
+        ch = self.backbone.channels
+        self.heads = nn.ModuleList([_Regressor(ch[2], conf.aux_dim, conf.dropout),
+                                    _Regressor(ch[3], conf.aux_dim, conf.dropout),
+                                    _Regressor(ch[4], conf.feat_dim, conf.dropout)])
+        self.load_pretrained()
+
+    def _forward(self, data):
+        B, T = data["image"].shape[:2]
+        feats = self.backbone(self.normalize_image(flatten_frames(data["image"])))
+        outs = [head(f) for head, f in zip(self.heads, feats[2:5])]
+        positions = [p.view(B, T, 3) for p, _ in outs]
+        quats = [q.view(B, T, 4) for _, q in outs]
+        return {"position": positions[-1], "qvec": qnormalize(quats[-1]),
+                "positions_all": torch.stack(positions, 0), "qvecs_raw_all": torch.stack(quats, 0)}
+
+    def loss(self, pred, data):
+        conf = self.conf
+        terms = []
+        for i in range(3):
+            p_hat, q_hat = pred["positions_all"][i], pred["qvecs_raw_all"][i]
+            if conf.loss == "original":
+                terms.append(posenet_loss(p_hat, q_hat, data["position"], data["qvec"], conf.alpha[i], conf.beta[i]))
+            else:
+                dist = conf.lookat_distance_m / float(self.pose_scale)
+                terms.append(conf.alpha[i] * geometric_loss(p_hat, q_hat, data["position"], data["qvec"],
+                                                            conf.beta[i], dist))
+        total = sum(terms)
+        losses = {"total": total, "reg1": terms[0], "reg2": terms[1], "reg3": terms[2]}
+        return losses, pose_metrics(pred, data, self.pose_scale)
+

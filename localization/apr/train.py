@@ -1,0 +1,313 @@
+"""Training and testing of the APR baselines: ``fgsn-loc train-apr CONFIG [key=value ...] [--restore]``.
+
+Outputs (``<output_root>/<experiment>/``, default ``outputs/apr/<experiment>/``)::
+
+    config.yaml               the merged configuration (written before any work)
+    log.txt                   the run's log
+    metrics.csv               one row per logged iteration: iteration, lr, seconds, loss terms, batch metrics
+    eval.csv                  one row per evaluation: median / mean test errors (metres, degrees)
+    metrics.json              final test errors and the mean-training-pose baseline
+    checkpoints/checkpoint_<iteration>.pt, checkpoints/checkpoint_last.pt
+
+A checkpoint is a dict (``torch.load(..., weights_only=True)``): ``model`` (state dict, includes the
+position statistics as buffers), ``optimizer``, ``scheduler``, ``config`` (plain dict), ``iteration``,
+``metrics``, ``pose_stats`` (``{"mean": [3 floats, metres], "scale": metres}``), ``map_ids``.
+
+Batches are drawn independently per iteration from a generator seeded by (seed, iteration), and augmentation
+by (seed, iteration, index), so a resumed run (``--restore``) sees the same batches as an uninterrupted one.
+Ctrl-C finishes the current iteration, saves a checkpoint and stops.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fgsn.utils.config import merge_config, save_config
+from fgsn.utils.logging import setup_logging
+from reconstruction.geometry import pose_errors
+
+from .data import APRDataset, PoseRecord, PoseStats, mean_pose, read_split
+from .inference import predict_images
+from .models import get_model
+from .pose import pose_to_cam_from_world
+
+logger = logging.getLogger(__name__)
+
+default_conf: dict[str, Any] = {
+    "experiment": "???",  # output folder name under output_root
+    "output_root": "outputs/apr",  # stage folder
+    "seed": 0,  # seeds model init, batch sampling and augmentation
+    "device": "cpu",  # "cpu" or "cuda"
+    "num_threads": 1,  # torch CPU threads (shared machines: keep 1)
+    "data": {
+        "format": "cmu",  # "7scenes", "cambridge", "cmu" (also the demo dataset) or "robotcar"
+        "root": "???",  # dataset root (7-Scenes / Cambridge: one scene folder)
+        "slices": None,  # CMU slices to read (list); the training images must form one map
+        "position_norm": "rms",  # "rms": (C - mean) / RMS distance; "none": C - mean (metres)
+        "image_size": 256,  # shorter image side after resizing, pixels
+        "crop_size": [256, 256],  # (height, width) of random (train) / centre (test) crops, pixels
+        "steps": 1,  # frames per training window (AtLoc+: 3, VLocNet: 3)
+        "skip": 10,  # frames between window frames
+        "jitter": [0.0, 0.0, 0.0, 0.0],  # ColorJitter brightness, contrast, saturation, hue (AtLoc outdoor: .7 .7 .7 .5)
+        "cache_images": True,  # keep resized training images in memory
+    },
+    "model": {"name": "???"},  # model section; defaults from the model class (localization.apr.models)
+    "train": {
+        "iterations": 1000,  # optimisation steps
+        "batch_size": 64,  # windows per step
+        "optimizer": "adam",  # "adam" or "sgd"
+        "lr": 5e-5,  # learning rate
+        "weight_decay": 0.0,  # L2 weight decay
+        "lr_step": 0,  # iterations between learning-rate decays (0: constant)
+        "lr_gamma": 0.1,  # decay factor
+        "grad_clip": 0.0,  # max gradient norm (0: off)
+        "log_every": 10,  # iterations between metrics.csv rows
+        "eval_every": 0,  # iterations between test evaluations (0: only at the end)
+        "save_every": 500,  # iterations between checkpoints (one is always written at the end)
+        "num_workers": 0,  # data-loading processes
+        "eval_batch_size": 16,  # images per inference batch
+    },
+}
+
+
+def build_conf(config: str | Path | None, overrides: Sequence[str] = (), restore_from: DictConfig | None = None) -> DictConfig:
+    """Merge the defaults, the model's defaults, a YAML file and ``key=value`` overrides (struct mode).
+
+    The model's defaults are chosen by ``model.name`` (from the overrides, else the YAML file, else the
+    restored configuration).
+    """
+    name = None
+    for o in overrides:
+        if o.startswith("model.name="):
+            name = o.split("=", 1)[1]
+    if name is None and config is not None:
+        y = OmegaConf.load(config) if Path(config).is_file() else {}
+        name = OmegaConf.select(OmegaConf.create(y), "model.name") if y else None
+    if name is None and restore_from is not None:
+        name = restore_from.model.name
+    if name is None or name == "???":
+        raise ValueError("model.name is not set (in the config file or as model.name=...)")
+    cls = get_model(name)
+    model_defaults = OmegaConf.merge(OmegaConf.create(cls.base_default_conf), OmegaConf.create(cls.default_conf))
+    model_defaults.name = name
+    defaults = OmegaConf.create(default_conf)
+    OmegaConf.set_struct(defaults, False)
+    defaults.model = model_defaults
+    if restore_from is not None:
+        defaults = OmegaConf.merge(defaults, restore_from)
+    return merge_config(defaults, yaml_path=config, overrides=overrides)
+
+
+class _IterationSampler(torch.utils.data.Sampler):
+    """Yields, for iterations ``start..end-1``, a batch of (index, iteration) pairs drawn from (seed, iteration)."""
+
+    def __init__(self, n: int, batch_size: int, start: int, end: int, seed: int):
+        self.n, self.batch_size, self.start, self.end, self.seed = n, batch_size, start, end, seed
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __iter__(self):
+        for it in range(self.start, self.end):
+            rng = np.random.default_rng([self.seed, it])
+            idx = rng.choice(self.n, self.batch_size, replace=self.n < self.batch_size)
+            yield [(int(i), it) for i in idx]
+
+
+class _IterDataset(torch.utils.data.Dataset):
+    def __init__(self, ds: APRDataset):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        index, it = key
+        self.ds.epoch = it
+        return self.ds[index]
+
+
+def quick_errors(positions: np.ndarray, qvecs: np.ndarray, records: Sequence[PoseRecord]) -> dict[str, float]:
+    """Median / mean position (m) and rotation (deg) errors against the records' poses.
+
+    A stop-gap until ``evaluation/evaluate.py`` covers APR runs (``fgsn-loc localize --method apr``).
+    """
+    est = np.stack([pose_to_cam_from_world(p, q) for p, q in zip(positions, qvecs)])
+    gt = np.stack([pose_to_cam_from_world(r.position, r.qvec) for r in records])
+    err_t, err_R = pose_errors(est, gt)
+    return {"median_t_m": float(np.median(err_t)), "median_R_deg": float(np.median(err_R)),
+            "mean_t_m": float(np.mean(err_t)), "mean_R_deg": float(np.mean(err_R)), "num_images": len(records)}
+
+
+def evaluate_model(model, records: Sequence[PoseRecord], conf: DictConfig) -> dict[str, float]:
+    """Test errors of ``model`` on ``records`` with the test transform of ``conf.data``."""
+    was_training = model.training
+    pos, q = predict_images(model, [r.path for r in records], [r.sequence for r in records],
+                            [r.order for r in records], conf.data.image_size, conf.data.crop_size,
+                            conf.train.eval_batch_size, progress=False)
+    model.train(was_training)
+    return quick_errors(pos, q, records)
+
+
+def _checkpoint(model, optimizer, scheduler, conf, iteration, metrics, stats, map_ids) -> dict[str, Any]:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "config": OmegaConf.to_container(conf, resolve=True), "iteration": int(iteration),
+            "metrics": {k: float(v) for k, v in metrics.items()}, "pose_stats": stats.to_dict(),
+            "map_ids": list(map_ids)}
+
+
+def _save(ckpt: dict, ckpt_dir: Path) -> Path:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / f"checkpoint_{ckpt['iteration']:06d}.pt"
+    torch.save(ckpt, path)
+    torch.save(ckpt, ckpt_dir / "checkpoint_last.pt")
+    logger.info("Saved checkpoint %s.", path)
+    return path
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def main(conf: DictConfig, restore: bool = False) -> Path:
+    """Train an APR model and evaluate it on the test split.
+
+    Args:
+        conf: the merged configuration (see :data:`default_conf` and the model's ``default_conf``).
+        restore: resume from ``checkpoints/checkpoint_last.pt`` of the experiment folder.
+    Returns:
+        The experiment folder.
+    Raises:
+        FileNotFoundError: ``restore`` without a checkpoint. DatasetError: bad dataset files.
+    """
+    out = Path(conf.output_root) / conf.experiment
+    ckpt_dir = out / "checkpoints"
+    save_config(conf, out / "config.yaml")
+    setup_logging(out / "log.txt")
+    torch.set_num_threads(int(conf.num_threads))
+    torch.manual_seed(conf.seed)
+    device = torch.device(conf.device)
+
+    train_records = read_split(conf.data, "train")
+    test_records = read_split(conf.data, "test")
+    stats = PoseStats.from_records(train_records, conf.data.position_norm)
+    map_ids = sorted({r.map_id for r in train_records})
+    logger.info("%d training and %d test images; position mean %s m, scale %.3f m.", len(train_records),
+                len(test_records), np.round(stats.mean, 3).tolist(), stats.scale)
+
+    model = get_model(conf.model.name)(conf.model)
+    model.set_pose_stats(stats.mean, stats.scale)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    tc = conf.train
+    if tc.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    elif tc.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay)
+    else:
+        raise ValueError(f"train.optimizer must be 'adam' or 'sgd', got {tc.optimizer!r}")
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
+
+    start = 0
+    if restore:
+        last = ckpt_dir / "checkpoint_last.pt"
+        if not last.is_file():
+            raise FileNotFoundError(f"--restore: no checkpoint at {last}")
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        start = int(ckpt["iteration"])
+        logger.info("Restored %s at iteration %d.", last, start)
+
+    window = max(conf.data.steps, 1)
+    if window < model.window:
+        raise ValueError(f"model {conf.model.name} needs data.steps >= {model.window}, got {conf.data.steps}")
+    train_ds = APRDataset(train_records, stats, conf.data, train=True, seed=conf.seed)
+    sampler = _IterationSampler(len(train_ds), tc.batch_size, start, tc.iterations, conf.seed)
+    loader = torch.utils.data.DataLoader(_IterDataset(train_ds), batch_sampler=sampler, num_workers=tc.num_workers)
+
+    metrics: dict[str, float] = {}
+    it = start
+    t0 = time.time()
+    model.train()
+    try:
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            pred = model(batch)
+            losses, batch_metrics = model.loss(pred, batch)
+            optimizer.zero_grad()
+            losses["total"].backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            it += 1
+            if not torch.isfinite(losses["total"]):
+                raise FloatingPointError(f"non-finite loss at iteration {it}: {float(losses['total'])}")
+            if it % tc.log_every == 0 or it == tc.iterations:
+                row = {"iteration": it, "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.time() - t0, 2)}
+                row.update({f"loss/{k}": float(v.detach()) for k, v in losses.items()})
+                row.update({k: float(v) for k, v in batch_metrics.items()})
+                _append_csv(out / "metrics.csv", row)
+                logger.info("[it %d] %s", it, " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                                         if k not in ("iteration",)))
+            if tc.eval_every > 0 and it % tc.eval_every == 0 and it < tc.iterations:
+                metrics = evaluate_model(model, test_records, conf)
+                _append_csv(out / "eval.csv", {"iteration": it, **metrics})
+                logger.info("[it %d] test: %s", it, metrics)
+            if tc.save_every > 0 and it % tc.save_every == 0 and it < tc.iterations:
+                _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids), ckpt_dir)
+    except KeyboardInterrupt:
+        logger.warning("Interrupted: saving iteration %d and stopping.", it)
+        _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids), ckpt_dir)
+        return out
+
+    metrics = evaluate_model(model, test_records, conf)
+    _append_csv(out / "eval.csv", {"iteration": it, **metrics})
+    p0, q0 = mean_pose(train_records)
+    baseline = quick_errors(np.tile(p0, (len(test_records), 1)), np.tile(q0, (len(test_records), 1)), test_records)
+    _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids), ckpt_dir)
+    summary = {"iteration": it, "test": metrics, "mean_pose_baseline": baseline, "train_images": len(train_records),
+               "test_images": len(test_records), "train_time_s": round(time.time() - t0, 1)}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    logger.info("Test: median %.3f m / %.2f deg (mean-pose baseline: %.3f m / %.2f deg).", metrics["median_t_m"],
+                metrics["median_R_deg"], baseline["median_t_m"], baseline["median_R_deg"])
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", default=None, help="YAML preset (e.g. configs/apr/atloc_cpu.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. experiment=atloc-demo train.lr=1e-4")
+    parser.add_argument("--restore", action="store_true", help="resume from the experiment's checkpoint_last.pt")
+
+
+def run(args: argparse.Namespace) -> None:
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config] + overrides
+    restore_from = None
+    if args.restore:
+        probe = build_conf(config, overrides)
+        saved = Path(probe.output_root) / probe.experiment / "config.yaml"
+        if saved.is_file():
+            restore_from = OmegaConf.load(saved)
+    conf = build_conf(config, overrides, restore_from)
+    main(conf, restore=args.restore)
