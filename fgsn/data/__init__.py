@@ -1,0 +1,1 @@
+"""Datasets of the FGSN package: cross-season correspondences and CamVid-layout semantic labels."""
