@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "localize": ("localization.localize", "batch-localize the queries of a benchmark dataset"),
     "evaluate": ("evaluation.evaluate", "recall at thresholds per condition and scene group"),
     "train-apr": ("localization.apr.train", "train and test an absolute pose regression baseline (PoseNet, AtLoc, VLocNet, ...)"),
+    "train-fgsn": ("fgsn.train", "train a fine-grained segmentation network on cross-season correspondences"),
+    "pretrain-seg": ("fgsn.pretrain", "semantic-segmentation pre-training of PSPNet (the 'Seg' initialisation)"),
+    "segment": ("fgsn.segment", "label images with an FGSN / PSPNet checkpoint (sliding window, HDF5 output)"),
+    "analyze-clusters": ("fgsn.analyze", "NMI / contingency of FGSN clusters vs semantic classes, cross-condition agreement"),
 }
 
 
