@@ -61,18 +61,23 @@ def qlog(q: torch.Tensor) -> torch.Tensor:
     """
     q = qnormalize(q)
     u, v = q[..., :1], q[..., 1:]
-    n = v.norm(dim=-1, keepdim=True)
-    # arccos(u) / ||v|| -> 1 as ||v|| -> 0; use the limit to keep the gradient finite.
-    ratio = torch.where(n > 1e-6, torch.arccos(u.clamp(-1.0, 1.0)) / n.clamp_min(1e-6), torch.ones_like(n))
+    n_sq = (v * v).sum(-1, keepdim=True)
+    small = n_sq < 1e-12
+    n = torch.sqrt(torch.where(small, torch.ones_like(n_sq), n_sq))  # safe: no infinite gradient at 0
+    # arccos(u) = atan2(||v||, u) for unit q; atan2(n, u) / n -> 1 / u as n -> 0 (the limit keeps gradients finite)
+    ratio = torch.where(small, 1.0 / u.clamp_min(_EPS), torch.atan2(n, u) / n)
     return v * ratio
 
 
 def qexp(w: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`qlog`: (..., 3) -> (..., 4) unit quaternions (cos||w||, sin||w|| w/||w||)."""
     _check_last("w", w, 3)
-    n = w.norm(dim=-1, keepdim=True)
-    sinc = torch.where(n > 1e-6, torch.sin(n) / n.clamp_min(1e-6), torch.ones_like(n))
-    return torch.cat([torch.cos(n), w * sinc], dim=-1)
+    n_sq = (w * w).sum(-1, keepdim=True)
+    small = n_sq < 1e-12
+    n = torch.sqrt(torch.where(small, torch.ones_like(n_sq), n_sq))
+    sinc = torch.where(small, 1.0 - n_sq / 6.0, torch.sin(n) / n)
+    cos = torch.where(small, 1.0 - n_sq / 2.0, torch.cos(n))
+    return torch.cat([cos, w * sinc], dim=-1)
 
 
 def relative_pose(p0: torch.Tensor, q0: torch.Tensor, p1: torch.Tensor, q1: torch.Tensor):

@@ -1,0 +1,152 @@
+"""Known-answer and gradient tests of the APR quaternion helpers and loss terms."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from localization.apr.losses import (atloc_errors, geometric_loss, learned_weighting, posenet_loss,
+                                     relative_errors)
+from localization.apr.pose import (cam_from_world_to_pose, lookat_point, pose_to_cam_from_world, qconj, qexp, qlog,
+                                   qmul, qnormalize, qrotate, relative_pose)
+from reconstruction.geometry import qvec_to_rotmat, random_rotation
+
+
+def _qz(angle):
+    """Rotation by ``angle`` radians about z as (w, x, y, z)."""
+    return torch.tensor([math.cos(angle / 2), 0.0, 0.0, math.sin(angle / 2)], dtype=torch.float64)
+
+
+class TestQuaternionLog:
+    def test_identity_is_zero(self):
+        out = qlog(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+        assert torch.equal(out, torch.zeros(3))
+
+    def test_zero_vector_part_gradient_finite(self):
+        q = torch.tensor([[1.0, 0.0, 0.0, 0.0]], requires_grad=True)
+        qlog(q).sum().backward()
+        assert torch.isfinite(q.grad).all()
+
+    def test_known_value(self):
+        # 90 degrees about z: q = (cos 45, 0, 0, sin 45), log q = (0, 0, pi/4)
+        out = qlog(_qz(math.pi / 2))
+        assert torch.allclose(out, torch.tensor([0, 0, math.pi / 4], dtype=torch.float64))
+
+    def test_hemisphere(self):
+        q = qnormalize(torch.tensor([0.3, -0.5, 0.2, 0.7], dtype=torch.float64))
+        assert torch.allclose(qlog(q), qlog(-q))
+        # a quaternion with u < 0 is moved to u >= 0 first: its log has norm <= pi/2
+        assert qlog(torch.tensor([-0.9, 0.1, 0.3, 0.3])).norm() <= math.pi / 2 + 1e-6
+
+    def test_exp_round_trip(self):
+        q = qnormalize(torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+        assert torch.allclose(qexp(qlog(q)), q)
+
+    def test_gradcheck(self):
+        q = qnormalize(torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+        assert torch.autograd.gradcheck(qlog, (q.requires_grad_(),))
+
+    def test_bad_shape(self):
+        with pytest.raises(ValueError, match="4"):
+            qlog(torch.zeros(3))
+
+
+class TestQuaternionAlgebra:
+    def test_rotate_matches_rotmat(self):
+        rng = np.random.default_rng(0)
+        R = random_rotation(rng)
+        _, q = cam_from_world_to_pose(np.concatenate([R, np.zeros((3, 1))], 1))
+        v = rng.normal(size=3)
+        out = qrotate(torch.tensor(q), torch.tensor(v)).numpy()
+        assert np.allclose(out, qvec_to_rotmat(q) @ v)
+
+    def test_pose_round_trip(self):
+        rng = np.random.default_rng(1)
+        T = np.concatenate([random_rotation(rng), rng.normal(size=(3, 1))], 1)
+        p, q = cam_from_world_to_pose(T)
+        assert q[0] >= 0
+        assert np.allclose(pose_to_cam_from_world(p, q), T)
+
+    def test_relative_pose(self):
+        q0, q1 = _qz(0.3), _qz(0.5)
+        p0, p1 = torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 0, 0], dtype=torch.float64)
+        dp, dq = relative_pose(p0, q0, p1, q1)
+        assert torch.allclose(dq, _qz(0.2))
+        assert torch.allclose(dp, qrotate(q0, p1 - p0))
+        assert torch.allclose(qmul(dq, q0), q1)
+
+    def test_lookat_point(self):
+        # identity rotation: the camera looks along +z
+        p = torch.tensor([1.0, 2.0, 3.0])
+        out = lookat_point(p, torch.tensor([1.0, 0, 0, 0]), 2.0)
+        assert torch.allclose(out, torch.tensor([1.0, 2.0, 5.0]))
+        # world-to-camera rotation of +90 deg about y: the optical axis is R^T z = (-1, 0, 0)
+        qy = torch.tensor([math.cos(math.pi / 4), 0, math.sin(math.pi / 4), 0])
+        assert torch.allclose(lookat_point(torch.zeros(3), qy), torch.tensor([-1.0, 0, 0]), atol=1e-6)
+        assert torch.allclose(qconj(qconj(qy)), qy)
+
+
+class TestLosses:
+    def test_posenet_loss(self):
+        p_hat, p = torch.tensor([[1.0, 2.0, 2.0]]), torch.zeros(1, 3)  # ||dp|| = 3
+        q = torch.tensor([[1.0, 0, 0, 0]])
+        q_hat = torch.tensor([[2.0, 0, 0, 0]])  # normalised to q: zero orientation error
+        assert posenet_loss(p_hat, q_hat, p, q, 0.3, 500.0).item() == pytest.approx(0.9)
+        q_hat = torch.tensor([[0.0, 1.0, 0, 0]])  # ||(0,1,0,0) - (1,0,0,0)|| = sqrt 2
+        assert posenet_loss(p, q_hat, p, q, 1.0, 10.0).item() == pytest.approx(10 * math.sqrt(2), rel=1e-6)
+
+    def test_posenet_loss_hemisphere(self):
+        q = qnormalize(torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
+        assert posenet_loss(torch.zeros(1, 3), -q, torch.zeros(1, 3), q, 1.0, 100.0).item() == pytest.approx(0, abs=1e-6)
+
+    def test_learned_weighting(self):
+        out = learned_weighting(torch.tensor(2.0), torch.tensor(0.5), torch.tensor(0.0), torch.tensor(-3.0))
+        assert out.item() == pytest.approx(2.0 + 0.0 + 0.5 * math.exp(3.0) - 3.0)
+        s = torch.tensor(0.0, requires_grad=True)
+        learned_weighting(torch.tensor(2.0), torch.tensor(0.0), s, torch.tensor(0.0)).backward()
+        assert s.grad.item() == pytest.approx(-2.0 + 1.0)  # d/ds (L e^-s + s) = -L e^-s + 1
+
+    def test_atloc_errors(self):
+        p_hat, p = torch.tensor([[1.0, -2.0, 0.5]]), torch.zeros(1, 3)
+        q = _qz(math.pi / 2)[None].float()
+        err_p, err_q = atloc_errors(p_hat, torch.zeros(1, 3), p, q)
+        assert err_p.item() == pytest.approx(3.5)
+        assert err_q.item() == pytest.approx(math.pi / 4, rel=1e-6)
+
+    def test_geometric_loss_known_value(self):
+        # true camera at the origin looking along +z: look-at point a = (0, 0, 1).
+        # predicted camera at (1, 0, 0), same rotation: a^ = (1, 0, 1), d = a - a^ = (-1, 0, 0), ||d|| = 1;
+        # cos(a^, d) = -1 / sqrt 2, s = 1 + 1/sqrt 2; orientation error 0.
+        q = torch.tensor([[1.0, 0, 0, 0]])
+        out = geometric_loss(torch.tensor([[1.0, 0, 0]]), q, torch.zeros(1, 3), q, beta=500.0)
+        assert out.item() == pytest.approx(1 + 1 + 1 / math.sqrt(2), rel=1e-6)
+
+    def test_geometric_loss_orientation_term(self):
+        # same centre, rotation error only: a and a^ differ too
+        q, q_hat = _qz(0.0)[None].float(), _qz(0.2)[None].float()
+        out = geometric_loss(torch.zeros(1, 3), q_hat, torch.zeros(1, 3), q, beta=10.0).item()
+        # rotation about z keeps the optical axis: d = 0, only 1.5 beta ||q^ - q|| remains
+        assert out == pytest.approx(1.5 * 10.0 * (q_hat - q).norm().item(), rel=1e-5)
+
+    def test_geometric_loss_zero(self):
+        q = qnormalize(torch.tensor([[0.2, 0.3, -0.4, 0.5]]))
+        p = torch.tensor([[1.0, 2.0, 3.0]])
+        assert geometric_loss(p, q, p, q, beta=500.0).item() == pytest.approx(0.0, abs=1e-5)
+
+    def test_relative_errors(self):
+        # predicted positions move by (1, 0, 0), the truth by (0, 2, 0); rotations: truth constant,
+        # prediction turns by 0.4 rad about z between the frames.
+        p = torch.tensor([[[0.0, 0, 0], [0.0, 2, 0]]])
+        p_hat = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0]]])
+        q = torch.tensor([[[1.0, 0, 0, 0], [1.0, 0, 0, 0]]])
+        q_hat = torch.stack([_qz(0.0), _qz(0.4)]).float()[None]
+        err_p, err_q = relative_errors(p_hat, q_hat, p, q, "l1")
+        assert err_p.item() == pytest.approx(3.0)  # |1 - 0| + |0 - 2|
+        assert err_q.item() == pytest.approx(0.2, rel=1e-5)  # log of a 0.4 rad rotation: half angle
+        err_p, err_q = relative_errors(p_hat, q_hat, p, q, "l2")
+        assert err_p.item() == pytest.approx(math.sqrt(5))
+        assert err_q.item() == pytest.approx((_qz(0.4) - _qz(0.0)).norm().item(), rel=1e-5)
+
+    def test_relative_errors_needs_window(self):
+        with pytest.raises(ValueError, match="T>=2"):
+            relative_errors(torch.zeros(2, 1, 3), torch.zeros(2, 1, 4), torch.zeros(2, 1, 3), torch.zeros(2, 1, 4))

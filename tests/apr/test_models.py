@@ -1,0 +1,120 @@
+"""Forward shapes, losses and ImageNet weight loading of every APR model, on tiny inputs."""
+import pytest
+import torch
+
+from localization.apr.backbones import ResNet, load_imagenet_weights
+from localization.apr.models import MODELS, get_model
+from localization.apr.models.colorization import ColorizationAPR, rgb_to_lab
+from localization.apr.pose import qnormalize
+
+TINY = {"backbone": {"depth": 10, "base_width": 8}}
+EXTRA = {"posenet": {"feat_dim": 32, "aux_dim": 16}, "atloc": {"feat_dim": 32}, "atloc_plus": {"feat_dim": 32},
+         "vlocnet": {"fc_dim": 32, "pose_channels": 4}, "colorization": {"color_width": 4, "fuse_channels": 16,
+                                                                         "fc_dim": 32}}
+
+
+def _batch(B=2, T=3, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand(B, T, 3, size, size, generator=g), "position": torch.randn(B, T, 3, generator=g),
+            "qvec": qnormalize(torch.randn(B, T, 4, generator=g))}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_loss_backward(name):
+    torch.manual_seed(0)
+    model = get_model(name)({**TINY, **EXTRA[name]})
+    data = _batch()
+    pred = model(data)
+    Tp = 2 if name == "vlocnet" else 3  # VLocNet predicts the frames that have a previous frame
+    assert pred["position"].shape == (2, Tp, 3) and pred["qvec"].shape == (2, Tp, 4)
+    assert torch.allclose(pred["qvec"].norm(dim=-1), torch.ones(2, Tp), atol=1e-5)
+    assert (pred["qvec"][..., 0] >= 0).all()
+    losses, metrics = model.loss(pred, data)
+    assert losses["total"].ndim == 0 and torch.isfinite(losses["total"])
+    assert {"err_t_m", "err_R_deg"} <= set(metrics)
+    losses["total"].backward()
+    assert model.backbone.conv1.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_predict_single_frame(name):
+    model = get_model(name)({**TINY, **EXTRA[name]}).eval()
+    model.set_pose_stats([10.0, 0.0, 0.0], 2.0)
+    data = {"image": torch.rand(3, 1, 3, 32, 48)}
+    if name == "vlocnet":
+        data.update(prev_position=torch.zeros(3, 1, 3), prev_qvec=torch.tensor([1.0, 0, 0, 0]).expand(3, 1, 4))
+    p, q = model.predict(data)
+    assert p.shape == (3, 3) and q.shape == (3, 4)
+    assert torch.allclose(p, model(data)["position"][:, -1] * 2.0 + torch.tensor([10.0, 0, 0]))
+
+
+def test_bad_input_shape():
+    model = get_model("atloc")({**TINY, **EXTRA["atloc"]})
+    with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
+        model({"image": torch.rand(2, 3, 32, 32)})
+    with pytest.raises(ValueError, match="unknown APR model"):
+        get_model("posenet2")
+
+
+def test_atloc_plus_needs_window():
+    model = get_model("atloc_plus")({**TINY, **EXTRA["atloc_plus"]})
+    with pytest.raises(ValueError, match="windows of 2 frames"):
+        model(_batch(T=1))
+
+
+def test_vlocnet_odometry_with_prev_image():
+    model = get_model("vlocnet")({**TINY, **EXTRA["vlocnet"]}).eval()
+    data = {"image": torch.rand(1, 1, 3, 32, 32), "prev_image": torch.rand(1, 1, 3, 32, 32),
+            "prev_position": torch.zeros(1, 1, 3), "prev_qvec": torch.tensor([[[1.0, 0, 0, 0]]])}
+    pred = model(data)
+    assert pred["odo_dp"].shape == (1, 1, 3) and pred["odo_dq"].shape == (1, 1, 4)
+
+
+def test_rgb_to_lab_known_values():
+    rgb = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).T.reshape(1, 3, 3, 1)
+    lab = rgb_to_lab(rgb)[0, :, :, 0].T
+    assert torch.allclose(lab[0], torch.tensor([100.0, 0.0, 0.0]), atol=0.05)
+    assert torch.allclose(lab[1], torch.tensor([53.24, 80.09, 67.20]), atol=0.1)
+    assert torch.allclose(lab[2], torch.zeros(3), atol=1e-4)
+
+
+def test_colorization_attention():
+    m = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])  # (1, 2, 1, 2); GMP = (2, 3)
+    # M_SaE = (2, 4 | 9, 0); channel mean = (5.5, 2); M_att = M_fuse * mask
+    expected = torch.tensor([[[[5.5, 4.0]], [[16.5, 0.0]]]])
+    assert torch.allclose(ColorizationAPR.attention(m), expected)
+
+
+class TestImageNetWeights:
+    def test_load_and_report(self, tmp_path):
+        src = ResNet(18)
+        state = {k: v.clone() for k, v in src.state_dict().items()}
+        state["fc.weight"] = torch.zeros(1000, 512)  # the classifier is dropped silently
+        state["extra.weight"] = torch.zeros(1)  # reported as unexpected
+        del state["layer4.1.bn2.weight"]  # reported as missing
+        path = tmp_path / "resnet18.pth"
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+        model = get_model("atloc")({"backbone": {"depth": 18, "pretrained": None}, "feat_dim": 32})
+        report = load_imagenet_weights(model, path, prefix="backbone.")
+        assert report["unexpected"] == ["backbone.extra.weight"]
+        assert report["missing"] == ["backbone.layer4.1.bn2.weight"]
+        assert report["mismatched"] == []
+        assert torch.equal(model.backbone.layer2[0].conv1.weight, src.layer2[0].conv1.weight)
+
+    def test_shape_mismatch_and_missing_file(self, tmp_path):
+        path = tmp_path / "r.pth"
+        torch.save(ResNet(10, base_width=64).state_dict(), path)
+        model = get_model("posenet")({**TINY, **EXTRA["posenet"]})
+        report = load_imagenet_weights(model, path, prefix="backbone.")
+        assert "backbone.conv1.weight: file (64, 3, 7, 7) vs model (8, 3, 7, 7)" in report["mismatched"]
+        with pytest.raises(FileNotFoundError, match="nope.pth"):
+            load_imagenet_weights(model, tmp_path / "nope.pth")
+
+    def test_pretrained_from_config(self, tmp_path):
+        path = tmp_path / "r.pth"
+        src = ResNet(10, base_width=8, activation="elu")
+        torch.save(src.state_dict(), path)
+        model = get_model("vlocnet")({"backbone": {"depth": 10, "base_width": 8, "pretrained": str(path)},
+                                      **EXTRA["vlocnet"]})
+        assert torch.equal(model.backbone.conv1.weight, src.conv1.weight)
+        assert torch.equal(model.odo_layer3[0].conv1.weight, src.layer3[0].conv1.weight)

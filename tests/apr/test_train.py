@@ -1,0 +1,120 @@
+"""Training loop, checkpoints (round trip, resume), the CLI, and the Localizer."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.cli import main as cli_main
+from localization.apr.inference import load_checkpoint, predict_images
+from localization.apr.train import build_conf, main
+
+
+def _conf(tmp_path, root, name="posenet", fmt="7scenes", **extra):
+    overrides = [f"model.name={name}", f"experiment={name}", f"output_root={tmp_path / 'out'}",
+                 f"data.format={fmt}", f"data.root={root}", "data.image_size=36", "data.crop_size=[32,32]",
+                 "model.backbone.depth=10", "model.backbone.base_width=8", "train.batch_size=4",
+                 "train.iterations=4", "train.log_every=1", "train.save_every=2", "train.lr=1e-3"]
+    if name == "posenet":
+        overrides += ["model.feat_dim=16", "model.aux_dim=8", "model.dropout=0.0"]
+    overrides += [f"{k}={v}" for k, v in extra.items()]
+    return build_conf(None, overrides)
+
+
+def test_checkpoint_round_trip(tmp_path, seven_scenes):
+    root, _ = seven_scenes
+    out = main(_conf(tmp_path, root))
+    assert {"config.yaml", "log.txt", "metrics.csv", "eval.csv", "metrics.json"} <= {p.name for p in out.iterdir()}
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["iteration"] == 4 and "median_t_m" in summary["mean_pose_baseline"]
+    ckpt = torch.load(out / "checkpoints" / "checkpoint_last.pt", weights_only=True)
+    assert {"model", "optimizer", "config", "iteration", "metrics", "pose_stats", "map_ids"} <= set(ckpt)
+    assert ckpt["iteration"] == 4 and len(ckpt["pose_stats"]["mean"]) == 3
+
+
+def test_trained_model_round_trips_through_checkpoint(tmp_path, seven_scenes):
+    from localization.apr.data import PoseStats, read_split
+    from localization.apr.models import get_model
+    from localization.apr.train import _checkpoint, _save
+
+    root, _ = seven_scenes
+    conf = _conf(tmp_path, root, "atloc", **{"model.feat_dim": 16})
+    torch.manual_seed(0)
+    model = get_model("atloc")(conf.model)
+    stats = PoseStats.from_records(read_split(conf.data, "train"))
+    model.set_pose_stats(stats.mean, stats.scale)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    g = torch.Generator().manual_seed(0)
+    data = {"image": torch.rand(4, 1, 3, 32, 32, generator=g), "position": torch.randn(4, 1, 3, generator=g),
+            "qvec": torch.nn.functional.normalize(torch.randn(4, 1, 4, generator=g), dim=-1).abs()}
+    for _ in range(3):  # a few steps, so BN statistics and learned loss weights moved
+        losses, _ = model.loss(model(data), data)
+        opt.zero_grad()
+        losses["total"].backward()
+        opt.step()
+    model.eval()
+    path = _save(_checkpoint(model, opt, None, conf, 3, {}, stats, ["chess"]), tmp_path / "ckpt")
+    loaded, ckpt = load_checkpoint(path)
+    assert ckpt["iteration"] == 3 and ckpt["map_ids"] == ["chess"]
+    paths = sorted(root.glob("seq-02/*.color.png"))
+    a = predict_images(model, paths, ["s"] * 3, [0, 1, 2], 36, [32, 32], progress=False)
+    b = predict_images(loaded, paths, ["s"] * 3, [0, 1, 2], 36, [32, 32], progress=False)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert float(loaded.s_q) == float(model.s_q) != -3.0
+
+
+def test_resume_matches_uninterrupted(tmp_path, seven_scenes):
+    root, _ = seven_scenes
+    full = main(_conf(tmp_path / "a", root))
+    main(_conf(tmp_path / "b", root, **{"train.iterations": 2}))
+    resumed = main(_conf(tmp_path / "b", root), restore=True)
+    sa = torch.load(full / "checkpoints" / "checkpoint_last.pt", weights_only=True)["model"]
+    sb = torch.load(resumed / "checkpoints" / "checkpoint_last.pt", weights_only=True)["model"]
+    for k in sa:
+        assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
+
+
+def test_restore_without_checkpoint(tmp_path, seven_scenes):
+    with pytest.raises(FileNotFoundError, match="checkpoint_last.pt"):
+        main(_conf(tmp_path, seven_scenes[0]), restore=True)
+
+
+def test_config_errors(tmp_path, seven_scenes):
+    with pytest.raises(ValueError, match="model.name"):
+        build_conf(None, ["experiment=x"])
+    with pytest.raises(ValueError, match="unknown APR model"):
+        build_conf(None, ["model.name=foo"])
+    with pytest.raises(ValueError, match="feat_dimm"):
+        build_conf(None, ["model.name=atloc", "model.feat_dimm=3"])
+
+
+def test_cli_with_preset(tmp_path, cambridge):
+    root, _ = cambridge
+    rc = cli_main(["train-apr", "configs/apr/atloc_plus_cpu.yaml", "experiment=cli", f"output_root={tmp_path}",
+                   "data.format=cambridge", f"data.root={root}", "data.image_size=36", "data.crop_size=[32,32]",
+                   "model.feat_dim=16", "train.iterations=2", "train.batch_size=2"])
+    assert rc == 0
+    assert (tmp_path / "cli" / "checkpoints" / "checkpoint_last.pt").is_file()
+
+
+@pytest.mark.parametrize("name", ["atloc", "vlocnet"])
+def test_localizer_on_seasons_mini(tmp_path, seasons_mini_cmu, name):
+    from localization.apr.localizer import APRLocalizer
+    from reconstruction.datasets import load_dataset
+
+    extra = {"data.slices": "[1]", "train.iterations": 2, "train.save_every": 0, "model.dropout": 0.0}
+    extra.update({"model.feat_dim": 16} if name == "atloc" else {"model.fc_dim": 16, "data.steps": 2})
+    out = main(_conf(tmp_path, seasons_mini_cmu, name, "cmu", **extra))
+    ds = load_dataset("cmu", seasons_mini_cmu)
+    conf = APRLocalizer.merged_conf({"checkpoint": str(out / "checkpoints" / "checkpoint_last.pt")})
+    loc = APRLocalizer(conf, ds, tmp_path / "work")
+    loc.prepare()
+    q1 = next(q for q in ds.queries if q.map_id == "slice1")
+    q2 = next(q for q in ds.queries if q.map_id == "slice2")
+    r = loc.localize(q1, np.random.default_rng(0))
+    assert r.success and r.cam_from_world.shape == (3, 4)
+    assert np.allclose(r.cam_from_world[:, :3] @ r.cam_from_world[:, :3].T, np.eye(3), atol=1e-6)
+    fresh = APRLocalizer(conf, ds, tmp_path / "work")  # no prepare(): computed on demand, same answer
+    assert np.allclose(fresh.localize(q1, np.random.default_rng(0)).cam_from_world, r.cam_from_world, atol=1e-5)
+    failed = loc.localize(q2, np.random.default_rng(0))
+    assert not failed.success and "slice2" in failed.info["reason"]
