@@ -1395,6 +1395,18 @@ def plan_slice(conf: DictConfig, slice_id: int) -> dict:
     return dict(x_range=x_range, database=database, queries=queries)
 
 
+def slice_scene(conf: DictConfig, slice_id: int) -> tuple[dict, Scene]:
+    """The plan (:func:`plan_slice`) and the scene of one slice, exactly as :func:`main` generates them.
+
+    Args:
+        conf: a configuration merged with ``default_conf``.
+        slice_id: the slice number.
+    """
+    plan = plan_slice(conf, slice_id)
+    seed = int(np.random.default_rng([conf.seed, slice_id]).integers(1 << 31))
+    return plan, build_scene(conf.scene, plan["x_range"], seed=seed)
+
+
 def _odometry_lines(frames: list) -> list[str]:
     lines = []
     for (n0, T0), (n1, T1) in zip(frames[:-1], frames[1:]):
@@ -1432,8 +1444,7 @@ def main(conf: DictConfig | dict, out_dir: Path, overwrite: bool = False) -> Pat
     for slice_id in conf.slices:
         slice_id = int(slice_id)
         sdir = out_dir / f"slice{slice_id}"
-        plan = plan_slice(conf, slice_id)
-        scene = build_scene(conf.scene, plan["x_range"], seed=int(np.random.default_rng([conf.seed, slice_id]).integers(1 << 31)))
+        plan, scene = slice_scene(conf, slice_id)
         logger.info("slice%d: %d faces, street x in [%.0f, %.0f] m", slice_id, len(scene.faces), *plan["x_range"])
         _write_lines(sdir / f"ground-truth-database-images-slice{slice_id}.txt",
                      [_pose_line(n, T) for n, T in plan["database"]])
