@@ -35,20 +35,32 @@ class APRLocalizer(Localizer):
 
     def __init__(self, conf, dataset, work_dir):
         super().__init__(conf, dataset, work_dir)
-        import torch
-
-        torch.set_num_threads(int(self.conf.num_threads))
-        self.model, ckpt = load_checkpoint(self.conf.checkpoint, self.conf.device)
-        self.data_conf = ckpt["config"]["data"]
-        self.map_ids = set(ckpt.get("map_ids", []))
+        self._model = None  # loaded on first use (prepare or localize), not in the constructor
+        self.data_conf: dict = {}
+        self.map_ids: set[str] = set()
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
 
+    @property
+    def model(self):
+        """The checkpoint's model, loaded from ``conf.checkpoint`` on first access."""
+        if self._model is None:
+            import torch
+
+            torch.set_num_threads(int(self.conf.num_threads))
+            self._model, ckpt = load_checkpoint(self.conf.checkpoint, self.conf.device)
+            self.data_conf = ckpt["config"]["data"]
+            self.map_ids = set(ckpt.get("map_ids", []))
+            logger.info("APR model %s from %s (iteration %d, trained on %s).", self._model.conf.name,
+                        self.conf.checkpoint, ckpt["iteration"], ", ".join(sorted(self.map_ids)) or "?")
+        return self._model
+
     def _predict(self, queries: list[ImageRecord]) -> None:
+        model = self.model
         queries = [q for q in queries if q.name not in self._cache and self._map_ok(q)]
         if not queries:
             return
         t0 = time.time()
-        pos, qv = predict_images(self.model, [q.path for q in queries], [q.sequence for q in queries],
+        pos, qv = predict_images(model, [q.path for q in queries], [q.sequence for q in queries],
                                  [q.timestamp_s for q in queries], self.data_conf["image_size"],
                                  self.data_conf["crop_size"], int(self.conf.batch_size))
         dt = (time.time() - t0) / len(queries)
@@ -56,9 +68,11 @@ class APRLocalizer(Localizer):
             self._cache[q.name] = (p, r, dt)
 
     def _map_ok(self, query: ImageRecord) -> bool:
+        self.model  # noqa: B018 (loads the checkpoint and its map ids)
         return not self.map_ids or query.map_id in self.map_ids
 
     def prepare(self) -> None:
+        self.model  # noqa: B018 (a missing or bad checkpoint fails here, loudly)
         try:
             self._predict(list(self.dataset.queries))
         except Exception as e:  # leave the failing images to localize(), which reports them one by one

@@ -60,7 +60,7 @@ def test_trained_model_round_trips_through_checkpoint(tmp_path, seven_scenes):
     a = predict_images(model, paths, ["s"] * 3, [0, 1, 2], 36, [32, 32], progress=False)
     b = predict_images(loaded, paths, ["s"] * 3, [0, 1, 2], 36, [32, 32], progress=False)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert float(loaded.s_q) == float(model.s_q) != -3.0
+    assert loaded.s_q.item() == model.s_q.item() != -3.0
 
 
 def test_resume_matches_uninterrupted(tmp_path, seven_scenes):
@@ -116,5 +116,9 @@ def test_localizer_on_seasons_mini(tmp_path, seasons_mini_cmu, name):
     assert np.allclose(r.cam_from_world[:, :3] @ r.cam_from_world[:, :3].T, np.eye(3), atol=1e-6)
     fresh = APRLocalizer(conf, ds, tmp_path / "work")  # no prepare(): computed on demand, same answer
     assert np.allclose(fresh.localize(q1, np.random.default_rng(0)).cam_from_world, r.cam_from_world, atol=1e-5)
+    import pickle  # the batch runner sends the prepared localizer to spawned workers
+
+    clone = pickle.loads(pickle.dumps(loc))
+    assert np.array_equal(clone.localize(q1, np.random.default_rng(0)).cam_from_world, r.cam_from_world)
     failed = loc.localize(q2, np.random.default_rng(0))
     assert not failed.success and "slice2" in failed.info["reason"]
