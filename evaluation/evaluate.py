@@ -1,0 +1,177 @@
+"""Benchmark evaluation: ``fgsn-loc evaluate`` (one module for every method, ALGORITHMS.md §10).
+
+For every query with known ground truth: position error ||C_est - C_gt|| (metres) and rotation error
+arccos((trace(R_gt^T R_est) - 1) / 2) (degrees); recall at (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°) in percent,
+per condition, per scene group and over all; median errors (a missing or failed query counts as a failure,
+with infinite error). When ``results.jsonl`` lies beside the submission, median match and inlier counts and
+inlier ratios are reported too.
+
+Writes ``OUT/eval.json``::
+
+    {"thresholds": [[0.25, 2], [0.5, 5], [5, 10]],
+     "conditions": {name: {"num_queries": n, "recall": [r1, r2, r3], "median_err_t_m": .., "median_err_R_deg": ..,
+                           "median_matches": .., "median_inliers": .., "median_inlier_ratio": ..}},
+     "groups": {...same...}, "all": {...same...}}
+
+plus ``OUT/eval.md`` (tables) and ``OUT/cumulative_errors.png`` (fraction of queries below a position error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fgsn.utils.logging import setup_logging
+from localization.submission import is_failed_pose, read_results, read_submission
+from reconstruction.datasets import SeasonsDataset, load_dataset
+from reconstruction.geometry import pose_errors
+
+logger = logging.getLogger(__name__)
+
+THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
+
+
+def recall(err_t_m: np.ndarray, err_R_deg: np.ndarray, thresholds=THRESHOLDS) -> list[float]:
+    """Percent of queries with both errors within each (metres, degrees) threshold; inf = failure."""
+    if len(err_t_m) == 0:
+        return [float("nan")] * len(thresholds)
+    return [float(100.0 * np.mean((err_t_m <= t) & (err_R_deg <= r))) for t, r in thresholds]
+
+
+def query_errors(dataset: SeasonsDataset, poses: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """name -> (err_t_m, err_R_deg) for every query with ground truth; missing or failed queries get inf."""
+    out = {}
+    for q in dataset.queries:
+        if q.cam_from_world is None:
+            continue
+        T = poses.get(q.name)
+        if T is None or is_failed_pose(T):
+            out[q.name] = (np.inf, np.inf)
+        else:
+            et, er = pose_errors(T, q.cam_from_world)
+            out[q.name] = (float(et), float(er))
+    return out
+
+
+def _stats(names: list[str], errors: dict, records: dict) -> dict:
+    et = np.array([errors[n][0] for n in names])
+    er = np.array([errors[n][1] for n in names])
+    s = {"num_queries": len(names), "recall": recall(et, er),
+         "median_err_t_m": float(np.median(et)) if len(et) else float("nan"),
+         "median_err_R_deg": float(np.median(er)) if len(er) else float("nan")}
+    recs = [records[n] for n in names if n in records]
+    if recs:
+        m = np.array([r["num_matches"] for r in recs], float)
+        i = np.array([r["num_inliers"] for r in recs], float)
+        s.update(median_matches=float(np.median(m)), median_inliers=float(np.median(i)),
+                 median_inlier_ratio=float(np.median(np.where(m > 0, i / np.maximum(m, 1), 0))),
+                 median_time_s=float(np.median([r["time_s"] for r in recs])))
+    return s
+
+
+def main(dataset: SeasonsDataset, submission_path: Path, out_dir: Path, results_path: Path | None = None) -> dict:
+    """Evaluate a submission against the dataset's ground truth and write eval.json / eval.md / plot.
+
+    Args:
+        dataset: gives the ground truth, conditions and groups.
+        submission_path: ``name qw qx qy qz tx ty tz`` file.
+        out_dir: output folder.
+        results_path: optional ``results.jsonl`` (default: beside the submission, if present) for match and
+            inlier statistics.
+    Returns:
+        The eval.json dictionary.
+    Raises:
+        SubmissionError: malformed submission; ValueError: no query with ground truth.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    poses = read_submission(submission_path)
+    results_path = Path(results_path) if results_path else Path(submission_path).with_name("results.jsonl")
+    records = read_results(results_path) if results_path.is_file() else {}
+    errors = query_errors(dataset, poses)
+    if not errors:
+        raise ValueError(f"{dataset.root}: no query has ground truth; nothing to evaluate")
+    gt_queries = [q for q in dataset.queries if q.name in errors]
+    conditions: dict[str, list[str]] = {}
+    groups: dict[str, list[str]] = {}
+    for q in gt_queries:
+        conditions.setdefault(q.condition, []).append(q.name)
+        for g in q.groups:
+            groups.setdefault(g, []).append(q.name)
+    report = {
+        "thresholds": [list(t) for t in THRESHOLDS],
+        "conditions": {c: _stats(n, errors, records) for c, n in sorted(conditions.items())},
+        "groups": {g: _stats(n, errors, records) for g, n in sorted(groups.items())},
+        "all": _stats([q.name for q in gt_queries], errors, records),
+    }
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "eval.md").write_text(format_markdown(report, title=f"Evaluation of {submission_path}"))
+    plot_cumulative(errors, conditions, out_dir / "cumulative_errors.png")
+    a = report["all"]
+    logger.info("All %d queries: recall %.1f / %.1f / %.1f %%", a["num_queries"], *a["recall"])
+    return report
+
+
+def format_markdown(report: dict, title: str = "Evaluation") -> str:
+    """Tables of recall (and medians) per condition, group and overall."""
+    th = " / ".join(f"({t:g} m, {r:g}°)" for t, r in report["thresholds"])
+    lines = [f"# {title}", "", f"Recall in % at {th}; a failed or missing query counts as a failure.", ""]
+    extra = "median_inliers" in report["all"]
+    head = "| {} | queries | recall | median err (m / °) |" + (" median matches | median inliers | inlier ratio |" if extra else "")
+    for section in ("conditions", "groups"):
+        lines += [head.format(section[:-1]), "|---|---|---|---|" + ("---|---|---|" if extra else "")]
+        items = list(report[section].items()) + ([("**all**", report["all"])] if section == "groups" else [])
+        for name, s in items:
+            row = (f"| {name} | {s['num_queries']} | {' / '.join(f'{r:.1f}' for r in s['recall'])} | "
+                   f"{s['median_err_t_m']:.3g} / {s['median_err_R_deg']:.3g} |")
+            if extra and "median_inliers" in s:
+                row += f" {s['median_matches']:.0f} | {s['median_inliers']:.0f} | {s['median_inlier_ratio']:.2f} |"
+            lines.append(row)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_cumulative(errors: dict, conditions: dict[str, list[str]], path: Path) -> Path:
+    """Cumulative distribution of position errors per condition (log x axis), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = np.logspace(-2, 2, 200)
+    for cond, names in sorted(conditions.items()):
+        et = np.array([errors[n][0] for n in names])
+        ax.plot(xs, [100 * np.mean(et <= x) for x in xs], label=f"{cond} ({len(names)})")
+    for t, _ in THRESHOLDS:
+        ax.axvline(t, color="grey", lw=0.5, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("position error (m)")
+    ax.set_ylabel("queries localized (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=["cmu", "robotcar"])
+    parser.add_argument("--root", required=True, type=Path, help="dataset root folder")
+    parser.add_argument("--slices", help="CMU slices, e.g. 2,3 (default: all present)")
+    parser.add_argument("--results", required=True, type=Path, help="submission.txt to evaluate")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+
+
+def run(args: argparse.Namespace) -> None:
+    from localization.localize import parse_slices
+
+    setup_logging(args.out / "log.txt")
+    dataset = load_dataset(args.dataset, args.root, parse_slices(args.slices))
+    main(dataset, args.results, args.out)
+    print((args.out / "eval.md").read_text())

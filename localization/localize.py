@@ -1,0 +1,213 @@
+"""Batch localization of a benchmark's queries: ``fgsn-loc localize``.
+
+Outputs in ``OUT``:
+    config.yaml     the merged configuration, saved before any work
+    log.txt         the log
+    results.jsonl   one line per query, appended and fsync'ed as each query finishes
+                    (schema in :mod:`localization.submission`)
+    submission.txt  the visuallocalization.net file, validated before it is written
+    failed.txt      queries that could not be localized, with the reason
+    cache/          features, map descriptors and matches (HDF5, resumable), unless ``cache_dir`` is set
+
+A run killed at any point and restarted with ``--resume`` localizes only the queries missing from
+``results.jsonl``; every query's random generator is seeded from (``seed``, query key), so the final
+submission does not depend on interruptions, on ``--workers`` or on the order of the queries.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import multiprocessing as mp
+import os
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from fgsn.utils.config import merge_config, save_config
+from fgsn.utils.logging import setup_logging
+from reconstruction.datasets import SeasonsDataset, load_dataset
+
+from . import submission as sub
+from .base import Localizer, QueryResult
+
+logger = logging.getLogger(__name__)
+
+# method name -> "module:Class" (a Localizer subclass); imported only when chosen
+METHODS: dict[str, str] = {
+    "p3p": "localization.structure:StructureLocalizer",
+    "apr": "localization.apr.localizer:APRLocalizer",
+}
+
+default_conf = {
+    "method": "p3p",  # a key of METHODS
+    "seed": 0,  # base seed; each query's generator is seeded from (seed, query key)
+    "workers": 1,  # processes localizing queries in parallel
+    "cache_dir": None,  # features/maps/matches cache folder; default OUT/cache
+}
+
+
+def get_localizer_class(method: str) -> type[Localizer]:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    module, cls = METHODS[method].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_conf(method: str, yaml_path=None, overrides=(), extra=None):
+    """Defaults of the runner + ``localizer:`` section of the method's ``default_conf``, merged with YAML and overrides."""
+    cls = get_localizer_class(method)
+    base = {**default_conf, "method": method, "localizer": OmegaConf.to_container(cls.merged_conf())}
+    return merge_config(base, yaml_path=yaml_path, overrides=overrides, extra=extra)
+
+
+def query_rng(seed: int, key: str) -> np.random.Generator:
+    """The query's own generator: independent of run order, workers and resumption."""
+    return np.random.default_rng([int(seed), zlib.crc32(key.encode())])
+
+
+def _run_one(localizer: Localizer, query, seed: int) -> QueryResult:
+    t0 = time.perf_counter()
+    try:
+        result = localizer.localize(query, query_rng(seed, query.key))
+    except (ValueError, KeyError, OSError) as e:  # bad data for this query: a failed result, not a dead run
+        logger.error("Query %s failed with an error: %s", query.name, e)
+        result = QueryResult(query.name, False, info={"reason": f"error: {e}"})
+    result.time_s = time.perf_counter() - t0
+    return result
+
+
+_worker_state: dict = {}
+
+
+def _worker_init(localizer: Localizer, seed: int, threads: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    _worker_state.update(localizer=localizer, seed=seed)
+
+
+def _worker_run(query):
+    return query.key, _run_one(_worker_state["localizer"], query, _worker_state["seed"])
+
+
+def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Localize every query of ``dataset`` and write results, submission and failure list to ``out_dir``.
+
+    Args:
+        conf: from :func:`build_conf` (runner keys + ``localizer`` section).
+        dataset: the benchmark.
+        out_dir: output folder.
+        resume: continue a previous run in ``out_dir`` (its saved config must match ``conf``).
+        overwrite: discard previous results in ``out_dir``.
+    Returns:
+        Path of ``submission.txt``.
+    Raises:
+        FileExistsError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is given.
+        ValueError: ``resume`` with a configuration different from the saved one.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "results.jsonl"
+    conf_path = out_dir / "config.yaml"
+    if results_path.exists() and results_path.stat().st_size > 0:
+        if overwrite:
+            results_path.unlink()
+        elif not resume:
+            raise FileExistsError(f"{results_path} exists: pass --resume to continue that run or --overwrite to restart")
+        elif conf_path.exists():
+            old = OmegaConf.load(conf_path)
+            old.pop("workers", None)
+            new = OmegaConf.masked_copy(conf, [k for k in conf if k != "workers"])
+            if OmegaConf.to_container(old) != OmegaConf.to_container(new):
+                raise ValueError(f"--resume with a configuration different from {conf_path}; use a new --out")
+    save_config(conf, conf_path)
+    setup_logging(out_dir / "log.txt")
+    cache_dir = Path(conf.cache_dir) if conf.cache_dir else out_dir / "cache"
+    localizer = get_localizer_class(conf.method)(conf.localizer, dataset, cache_dir)
+    localizer.prepare()
+
+    done = sub.read_results(results_path, repair=True)
+    todo = [q for q in dataset.queries if q.name not in done]
+    logger.info("Localizing %d queries (%d already done) with %s, %d worker(s).", len(todo), len(done), conf.method,
+                conf.workers)
+    with open(results_path, "a") as f:
+        def write(key, result):
+            f.write(sub.result_to_json(result, key) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+        bar = tqdm(total=len(todo), desc=f"localize ({conf.method})", unit="query", disable=None)
+        if int(conf.workers) <= 1:
+            for q in todo:
+                write(q.key, _run_one(localizer, q, int(conf.seed)))
+                bar.update()
+        else:
+            ctx = mp.get_context("spawn")
+            pool = ctx.Pool(int(conf.workers), initializer=_worker_init, initargs=(localizer, int(conf.seed), 1))
+            try:
+                for key, result in pool.imap_unordered(_worker_run, todo, chunksize=1):
+                    write(key, result)
+                    bar.update()
+                pool.close()  # let workers exit normally (terminate() makes pycolmap's glog print stack traces)
+            except BaseException:
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
+        bar.close()
+    return finalize(dataset, results_path, out_dir)
+
+
+def finalize(dataset: SeasonsDataset, results_path: Path, out_dir: Path) -> Path:
+    """Write ``submission.txt`` and ``failed.txt`` from ``results.jsonl``; log a summary."""
+    records = sub.read_results(results_path)
+    missing = [q.name for q in dataset.queries if q.name not in records]
+    if missing:
+        logger.warning("%d queries have no result (e.g. %s); they are written as failed.", len(missing), missing[:3])
+    poses = {name: sub.pose_from_record(r) for name, r in records.items()}
+    path, failed = sub.write_submission(dataset, poses, out_dir / "submission.txt")
+    reasons = {n: r.get("info", {}).get("reason", "not localized") for n, r in records.items()}
+    reasons.update({n: "no result" for n in missing})
+    sub.write_failed_list(out_dir / "failed.txt", failed, reasons)
+    times = [r["time_s"] for r in records.values()]
+    logger.info("Localized %d / %d queries (median %.2f s per query); submission: %s",
+                len(dataset.queries) - len(failed), len(dataset.queries), float(np.median(times)) if times else 0.0, path)
+    return path
+
+
+def parse_slices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--slices must be comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=["cmu", "robotcar"])
+    parser.add_argument("--root", required=True, type=Path, help="dataset root folder")
+    parser.add_argument("--slices", help="CMU slices, e.g. 2,3,4 (default: all present)")
+    parser.add_argument("--method", default=default_conf["method"], choices=sorted(METHODS))
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: config, 1)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="discard previous results in --out")
+    parser.add_argument("--config", type=Path, help="YAML configuration")
+    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (sets localizer.checkpoint; APR)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. localizer.ransac.num_iterations=1000")
+
+
+def run(args: argparse.Namespace) -> None:
+    extra = {}
+    if args.workers is not None:
+        extra["workers"] = args.workers
+    if args.checkpoint is not None:
+        extra["localizer"] = {"checkpoint": str(args.checkpoint)}
+    conf = build_conf(args.method, args.config, args.overrides, extra)
+    setup_logging(args.out / "log.txt")
+    dataset = load_dataset(args.dataset, args.root, parse_slices(args.slices))
+    main(conf, dataset, args.out, resume=args.resume, overwrite=args.overwrite)

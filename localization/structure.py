@@ -1,0 +1,138 @@
+"""Structure-based localization: SIFT 2D-3D matching against an SfM map, then P3P-RANSAC (``--method p3p``).
+
+:meth:`StructureLocalizer.prepare` runs the cached, resumable stages in the main process: SIFT for database and
+query images (:mod:`reconstruction.features`), per-map point descriptors (:mod:`reconstruction.sfm_map`) and
+2D-3D matches of every query (:mod:`localization.matching`), each in an HDF5 file under the cache folder whose
+name carries its settings. :meth:`StructureLocalizer.localize` then only reads one query's matches and runs the
+estimator, so it parallelises over worker processes.
+
+Subclasses (the semantic filters) override :meth:`StructureLocalizer.select_matches` to drop matches or give
+them sampling weights.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from reconstruction import features as feature_step
+from reconstruction import sfm_map
+from reconstruction.datasets import Camera, ImageRecord
+from reconstruction.geometry import to_colmap_pixels
+
+from . import matching, ransac
+from .base import Localizer, QueryResult
+
+logger = logging.getLogger(__name__)
+
+
+def matches_filename(feature_file: str, ratio: float) -> str:
+    return f"matches-{Path(feature_file).stem.removeprefix('feats-')}-r{ratio:g}.h5"
+
+
+def undistort_to_bearings(keypoints: np.ndarray, camera: Camera) -> np.ndarray:
+    """(N, 2) raw keypoints (integer = pixel centre) -> (N, 3) unit bearing vectors in the camera frame.
+
+    The camera model's distortion is inverted by pycolmap (``Camera.cam_from_img``).
+    """
+    if len(keypoints) == 0:
+        return np.zeros((0, 3))
+    xn = camera.to_pycolmap().cam_from_img(to_colmap_pixels(keypoints))
+    b = np.concatenate([xn, np.ones((len(xn), 1))], axis=1)
+    return b / np.linalg.norm(b, axis=1, keepdims=True)
+
+
+class StructureLocalizer(Localizer):
+    """SIFT + faiss 2D-3D matching + P3P-RANSAC (ours, or pycolmap's for comparison)."""
+
+    default_conf = {
+        "features": feature_step.default_conf,
+        "map": sfm_map.default_conf,
+        "matching": matching.default_conf,
+        "ransac": {**ransac.default_conf, "estimator": "ours"},  # estimator: ours | pycolmap
+    }
+
+    def __init__(self, conf, dataset, work_dir):
+        super().__init__(conf, dataset, work_dir)
+        fname = feature_step.feature_filename(conf.features)
+        self.feature_path = self.work_dir / fname
+        self.match_path = self.work_dir / matches_filename(fname, float(conf.matching.ratio_threshold))
+        self.map_paths = {m: self.work_dir / sfm_map.map_filename(m, fname) for m in dataset.maps}
+        self.bad_images: dict[str, str] = {}
+        self._maps: dict[str, np.ndarray] = {}
+        if conf.ransac.estimator not in ("ours", "pycolmap"):
+            raise ValueError(f"ransac.estimator must be 'ours' or 'pycolmap', got {conf.ransac.estimator!r}")
+
+    # ----------------------------------------------------------------------------------------------------- prepare
+    def prepare(self) -> None:
+        ds = self.dataset
+        feature_step.main(self.conf.features, [(r.key, r.path) for r in ds.database], self.feature_path)
+        self.bad_images = feature_step.main(self.conf.features, [(q.key, q.path) for q in ds.queries],
+                                            self.feature_path, skip_errors=True)
+        for map_id, path in self.map_paths.items():
+            sfm_map.main(self.conf.map, ds, map_id, self.feature_path, path)
+        self._match_all()
+
+    def _match_all(self) -> None:
+        with h5py.File(self.match_path, "a") as f:
+            todo = [q for q in self.dataset.queries if q.key not in f and q.key not in self.bad_images]
+        if not todo:
+            return
+        logger.info("Matching %d queries to their maps (ratio %.2f).", len(todo), self.conf.matching.ratio_threshold)
+        todo.sort(key=lambda q: q.map_id)
+        index, index_map = None, None
+        for q in tqdm(todo, desc="2D-3D matching", unit="query", disable=None):
+            if q.map_id != index_map:
+                m = sfm_map.MapDescriptors.load(self.map_paths[q.map_id])
+                index, index_map = matching.DescriptorIndex(m.descriptors, m.owner), q.map_id
+            desc = feature_step.read_features(self.feature_path, q.key, ("descriptors",))["descriptors"]
+            matches = index.match(desc, float(self.conf.matching.ratio_threshold), int(self.conf.matching.num_neighbors))
+            with h5py.File(self.match_path, "a") as f:
+                if q.key in f:
+                    del f[q.key]
+                g = f.create_group(q.key)
+                for k, v in matches.items():
+                    g.create_dataset(k, data=v)
+                g.attrs["map_id"] = q.map_id
+
+    # ---------------------------------------------------------------------------------------------------- localize
+    def map_points(self, map_id: str) -> np.ndarray:
+        """(M, 3) world coordinates of the map's points (loaded once per process)."""
+        if map_id not in self._maps:
+            with h5py.File(self.map_paths[map_id], "r") as f:
+                self._maps[map_id] = f["xyz"][()]
+        return self._maps[map_id]
+
+    def load_matches(self, query: ImageRecord) -> dict[str, np.ndarray]:
+        """Keypoints (K, 2), bearings (K, 3), points3D (K, 3), point_idx (K,) of one query's 2D-3D matches."""
+        with h5py.File(self.match_path, "r") as f:
+            g = f[query.key]
+            qi, pi = g["query_idx"][()], g["point_idx"][()]
+        kps = feature_step.read_features(self.feature_path, query.key, ("keypoints",))["keypoints"][qi].astype(np.float64)
+        return {"keypoints": kps, "bearings": undistort_to_bearings(kps, query.camera),
+                "points3D": self.map_points(query.map_id)[pi], "point_idx": pi, "query_idx": qi}
+
+    def select_matches(self, query: ImageRecord, matches: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Hook for match filters: returns (keep mask (K,), sampling weights over kept matches or None, info)."""
+        return np.ones(len(matches["point_idx"]), bool), None, {}
+
+    def localize(self, query: ImageRecord, rng: np.random.Generator) -> QueryResult:
+        if query.key in self.bad_images:
+            return QueryResult(query.name, False, info={"reason": self.bad_images[query.key]})
+        matches = self.load_matches(query)
+        keep, weights, info = self.select_matches(query, matches)
+        b, X, kp = matches["bearings"][keep], matches["points3D"][keep], matches["keypoints"][keep]
+        n = int(keep.sum())
+        rconf = dict(self.conf.ransac)
+        if rconf.pop("estimator") == "pycolmap":
+            res = ransac.pycolmap_ransac(kp, X, query.camera, rconf)
+        else:
+            res = ransac.p3p_ransac(b, X, query.camera.focal, rng, weights, rconf)
+        if n < 4:
+            info["reason"] = f"only {n} matches"
+        elif not res.success:
+            info["reason"] = f"{res.num_inliers} inliers < min_num_inliers"
+        return QueryResult(query.name, res.success, res.cam_from_world, n, res.num_inliers, info=info)

@@ -1,0 +1,127 @@
+"""SIFT feature extraction (pycolmap) to a resumable HDF5 cache, in the style of hloc's ``extract_features``.
+
+HDF5 schema of ``feats-sift-n<max_num_features>.h5``: one group per image, named by the image key (its path
+relative to the dataset root, ``/`` creating nested groups), with
+
+    keypoints    (N, 2) float32   pixel coordinates (x, y) in the raw (distorted) image; integer = pixel centre
+    scales       (N,)   float32   SIFT scale, pixels
+    orientations (N,)   float32   SIFT orientation, radians
+    descriptors  (N, 128) uint8   RootSIFT (L1-root) descriptors scaled by 512 as in COLMAP
+    attrs: image_size = (width, height)
+
+Images already present are skipped unless ``overwrite``, so an interrupted run resumes where it stopped. Each
+image is written and flushed before the next starts: an error loses nothing already extracted.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from fgsn.utils.io import ImageReadError, read_image
+
+from .geometry import from_colmap_pixels
+
+logger = logging.getLogger(__name__)
+
+default_conf = {
+    "max_num_features": 8192,  # keep at most this many SIFT features per image (strongest first)
+    "peak_threshold": 0.0066667,  # SIFT DoG peak threshold (COLMAP default 0.02/3)
+    "num_threads": 1,  # CPU threads used by pycolmap's SIFT
+}
+
+
+def feature_filename(conf) -> str:
+    """Artifact name carrying the settings, e.g. ``feats-sift-n8192.h5``."""
+    return f"feats-sift-n{int(conf['max_num_features'])}.h5"
+
+
+class SiftExtractor:
+    """pycolmap's CPU SIFT (Lowe 2004; COLMAP's implementation with L1-root normalisation)."""
+
+    def __init__(self, conf=None):
+        import pycolmap
+
+        conf = OmegaConf.merge(OmegaConf.create(default_conf), conf or {})
+        opts = pycolmap.FeatureExtractionOptions()
+        opts.num_threads = int(conf.num_threads)
+        opts.sift.max_num_features = int(conf.max_num_features)
+        opts.sift.peak_threshold = float(conf.peak_threshold)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Sift returns NumPy arrays; its successor does not
+            self._sift = pycolmap.Sift(opts, pycolmap.Device.cpu)
+
+    def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """(H, W) uint8 grey image -> dict of keypoints (N, 2), scales (N,), orientations (N,), descriptors (N, 128)."""
+        if image.ndim != 2:
+            raise ValueError(f"expected a (H, W) grey image, got shape {image.shape}")
+        kp, desc = self._sift.extract(np.ascontiguousarray(image, dtype=np.float32) / 255.0)
+        return {
+            "keypoints": from_colmap_pixels(kp[:, :2]).astype(np.float32),
+            "scales": kp[:, 2].astype(np.float32),
+            "orientations": kp[:, 3].astype(np.float32),
+            "descriptors": np.clip(np.round(desc * 512.0), 0, 255).astype(np.uint8),
+        }
+
+
+def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite: bool = False,
+         skip_errors: bool = False) -> dict[str, str]:
+    """Extract SIFT for every (key, path) pair into ``feature_path``.
+
+    Args:
+        conf: see :data:`default_conf`.
+        images: (key, image path) pairs; the key names the HDF5 group.
+        feature_path: output HDF5 file (created or appended).
+        overwrite: re-extract images already present.
+        skip_errors: log unreadable images and go on (returned in the error dict) instead of raising.
+    Returns:
+        key -> error message for images that could not be read (empty unless ``skip_errors``).
+    Raises:
+        ImageReadError: an unreadable image, when not ``skip_errors``; everything before it is kept.
+    """
+    feature_path = Path(feature_path)
+    feature_path.parent.mkdir(parents=True, exist_ok=True)
+    images = list(images)
+    with h5py.File(feature_path, "a") as f:
+        todo = [(k, p) for k, p in images if overwrite or k not in f]
+    logger.info("SIFT: %d of %d images to extract into %s.", len(todo), len(images), feature_path)
+    errors: dict[str, str] = {}
+    if not todo:
+        return errors
+    extractor = SiftExtractor(conf)
+    for key, path in tqdm(todo, desc="SIFT", unit="img", disable=None):
+        try:
+            image = read_image(path, grayscale=True)
+        except ImageReadError as e:
+            if not skip_errors:
+                raise
+            logger.error("%s", e)
+            errors[key] = str(e)
+            continue
+        feats = extractor(image)
+        with h5py.File(feature_path, "a") as f:
+            if key in f:
+                del f[key]
+            grp = f.create_group(key)
+            for k, v in feats.items():
+                grp.create_dataset(k, data=v)
+            grp.attrs["image_size"] = (image.shape[1], image.shape[0])
+    return errors
+
+
+def read_features(feature_path: Path, key: str, fields: tuple[str, ...] = ("keypoints", "descriptors")) -> dict[str, np.ndarray]:
+    """Read the given fields of one image from a feature file.
+
+    Raises:
+        KeyError: the image is not in the file (names both).
+    """
+    with h5py.File(feature_path, "r") as f:
+        if key not in f:
+            raise KeyError(f"{feature_path}: no features for image {key}")
+        return {k: f[key][k][()] for k in fields}
