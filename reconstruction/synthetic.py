@@ -353,8 +353,9 @@ def _wall_material(h: int, w: int, rho: float, rng: np.random.Generator) -> np.n
     mod += 0.08 * rng.standard_normal((h, w), dtype=np.float32)  # grain
     mod += 0.12 * cv2.resize(rng.uniform(-1, 1, size=(4, max(2, w // 6))).astype(np.float32), (w, h),
                              interpolation=cv2.INTER_LINEAR)  # vertical streaks
-    if style == "plaster":
+    if style == "plaster":  # blotchy render: dirt, patches of repair, moss at mid frequencies
         mod += 0.12 * _noise((h, w), rng, max(h, w) / (0.5 * rho))
+        mod += 0.22 * _fractal((h, w), rng, (max(h, w) / (0.6 * rho), max(h, w) / (0.2 * rho)), 0.7)
     img *= mod[..., None]
     return np.clip(img, 0, 1, out=img)
 
@@ -654,6 +655,7 @@ class Scene:
         sky: (Hs, Ws) float32 cloud field over (elevation 90..0 deg, azimuth -180..180 deg).
         x_range: (x_min, x_max) of the street, metres. half_width: half the distance between building backs.
         seed: the slice's seed (condition effects derive their generators from it).
+        building_fronts: (side, x0, x1, y_front, height) per street-side building, metres (side +1: y > 0).
     """
 
     faces: list
@@ -664,6 +666,14 @@ class Scene:
     seed: int
     building_fronts: list = field(default_factory=list)
     _variants: dict = field(default_factory=dict, repr=False)
+    _boxes: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def face_boxes(self) -> np.ndarray:
+        """(F, 2, 3) axis-aligned bounds (min, max corner) of the faces, metres."""
+        if self._boxes is None:
+            self._boxes = np.array([[f.corners().min(0), f.corners().max(0)] for f in self.faces]).reshape(-1, 2, 3)
+        return self._boxes
 
 
 def _ground_tile(x0, x1, y_half, rho, sc, objs, coarse, rng):
@@ -874,10 +884,10 @@ def _ground_objects(x_min, x_max, y_half, sc, rng) -> list:
         xa, ya = rng.uniform(x_min, x_max), rng.uniform(-half_road, half_road)
         objs.append(dict(type="patch", x0=xa, x1=xa + rng.uniform(0.5, 3), y0=ya, y1=ya + rng.uniform(-1.5, 1.5),
                          g=float(rng.uniform(0.2, 0.4))))
-    for _ in range(int((x_max - x_min) * 1.5)):
+    for _ in range(int((x_max - x_min) * 5)):
         objs.append(dict(type="stain", x=rng.uniform(x_min, x_max), y=rng.uniform(-y_half, y_half), a=rng.uniform(0.05, 0.5),
-                         b=rng.uniform(0.03, 0.3), ang=float(rng.uniform(0, 180)), g=float(rng.uniform(0.1, 0.5))))
-    for _ in range(int((x_max - x_min) * 0.5)):
+                         b=rng.uniform(0.03, 0.3), ang=float(rng.uniform(0, 180)), g=float(rng.uniform(0.08, 0.6))))
+    for _ in range(int((x_max - x_min) * 1.5)):
         p0 = np.array([rng.uniform(x_min, x_max), rng.uniform(-y_half, y_half)])
         steps = np.cumsum(rng.normal(0, 0.4, size=(8, 2)), axis=0)
         objs.append(dict(type="crack", pts=[tuple(p) for p in p0 + steps]))
@@ -886,7 +896,7 @@ def _ground_objects(x_min, x_max, y_half, sc, rng) -> list:
                          r=rng.uniform(0.3, 0.45)))
     for _ in range(int((x_max - x_min) * 3)):
         ys = rng.choice([-1, 1]) * rng.uniform(half_road + 0.2, y_half)
-        objs.append(dict(type="gum", x=rng.uniform(x_min, x_max), y=ys, r=rng.uniform(0.01, 0.04),
+        objs.append(dict(type="gum", x=rng.uniform(x_min, x_max), y=ys, r=rng.uniform(0.015, 0.06),
                          g=float(rng.uniform(0.15, 0.35))))
     return objs
 
@@ -913,9 +923,9 @@ _COND = {
     "snow": dict(amb=0.85, sun=0.1, sdir=(0.3, -0.5, 0.8), tint=(1.08, 1.0, 0.95), zen=(0.82, 0.82, 0.8),
                  hor=(0.9, 0.9, 0.9), clouds=0.05, fog=45.0, lamp=0.0, head=0.0, lit=0.0, emis=0.0,
                  noise=0.012, blur=0.9, sat=0.6, gamma=1.0, flakes=1400),
-    "night": dict(amb=0.035, sun=0.0, sdir=(0, 0, 1), tint=(1.0, 1.0, 1.0), zen=(0.05, 0.02, 0.01),
-                  hor=(0.12, 0.15, 0.2), clouds=0.0, fog=0.0, lamp=28.0, head=45.0, lit=0.35, emis=1.0,
-                  noise=0.03, blur=0.6, sat=0.9, gamma=1.0, flakes=0),
+    "night": dict(amb=0.02, sun=0.0, sdir=(0, 0, 1), tint=(1.0, 1.0, 1.0), zen=(0.05, 0.02, 0.01),
+                  hor=(0.12, 0.15, 0.2), clouds=0.0, fog=0.0, lamp=28.0, head=30.0, lit=0.35, emis=1.0,
+                  noise=0.04, blur=0.6, sat=0.9, gamma=1.0, flakes=0),
 }
 _LAMP_BGR = np.array([0.45, 0.75, 1.0], np.float32)  # sodium-like street lamps
 _WARM_BGR = np.array([0.35, 0.7, 1.0], np.float32)  # lit windows
@@ -1014,11 +1024,12 @@ def _face_window(face: Face, R, t, cam: SynthCamera, fov) -> tuple | None:
     return v0, v1, u0, u1
 
 
-def render_geometry(scene: Scene, cam: SynthCamera, cam_from_world: np.ndarray) -> dict:
+def render_geometry(scene: Scene, cam: SynthCamera, cam_from_world: np.ndarray, max_distance_m: float = 250.0) -> dict:
     """Ray-cast the scene (per pixel, nearest axis-aligned face).
 
     Args:
         scene: the scene. cam: intrinsics. cam_from_world: (3, 4) world -> camera, metres.
+        max_distance_m: faces farther than this from the camera are not drawn, metres.
     Returns:
         dict with ``depth`` (H, W) float64 z-depth in the camera frame, metres (inf = sky); ``face`` (H, W)
         int32 face index (-1 = sky); ``u_m``/``v_m`` (H, W) float32 metric texture coordinates on that face;
@@ -1040,7 +1051,10 @@ def render_geometry(scene: Scene, cam: SynthCamera, cam_from_world: np.ndarray) 
     um = np.zeros((H, W), np.float32)
     vm = np.zeros((H, W), np.float32)
     windows = {}
-    for i, f in enumerate(scene.faces):
+    lo, hi = scene.face_boxes[:, 0], scene.face_boxes[:, 1]
+    near = np.linalg.norm(np.clip(C, lo, hi) - C, axis=1) < max_distance_m  # distance culling
+    for i in np.nonzero(near)[0]:
+        f = scene.faces[i]
         a = f.axis
         if f.sign * (C[a] - f.plane) <= 1e-9:  # back-facing
             continue
@@ -1238,6 +1252,8 @@ def render_view(scene: Scene, cam: SynthCamera, cam_from_world: np.ndarray, cond
         col += rng.normal(0, p["noise"] * 0.5, size=(H, W, 3)).astype(np.float32)
     img = (np.clip(col, 0, 1) * 255 + 0.5).astype(np.uint8)
     labels[~hit] = 0
+    if cond == "snow":  # road markings are under the snow
+        labels[labels == 8] = 1
     return dict(image=img, labels=labels, depth=depth, face=geo["face"])
 
 
