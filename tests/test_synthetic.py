@@ -216,6 +216,12 @@ class TestDeterminism:
         assert len(files) > 15
         for rel in files:
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+        # resume: a second run keeps the existing images (no re-rendering) and leaves every file identical
+        mtimes = {rel: (b / rel).stat().st_mtime_ns for rel in files if rel.suffix in (".jpg", ".png", ".mat")}
+        S.main(_conf(over), b)
+        assert all((b / rel).stat().st_mtime_ns == t for rel, t in mtimes.items())
+        for rel in files:
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
         img_a = sorted((a / "slice2" / "database").iterdir())[0]
         img_c = sorted((c / "slice2" / "database").iterdir())[0]
         assert not np.array_equal(cv2.imread(str(img_a)), cv2.imread(str(img_c)))
