@@ -665,6 +665,7 @@ class Scene:
     half_width: float
     seed: int
     building_fronts: list = field(default_factory=list)
+    road_half_width_m: float = 4.0
     _variants: dict = field(default_factory=dict, repr=False)
     _boxes: np.ndarray | None = field(default=None, repr=False)
 
@@ -851,7 +852,7 @@ def build_scene(sc: Any, x_range: tuple[float, float], seed: int) -> Scene:
     ramp = np.linspace(0, 1, 64, dtype=np.float32)
     sky[:, -64:] = sky[:, -64:] * (1 - ramp) + sky[:, :1] * ramp  # no seam at azimuth +-180 deg
     return Scene(faces, np.array(lamps, dtype=np.float64).reshape(-1, 3), sky, (x_min, x_max), y_half,
-                 int(seed), fronts)
+                 int(seed), fronts, float(half_road))
 
 
 def _ground_objects(x_min, x_max, y_half, sc, rng) -> list:
@@ -947,11 +948,10 @@ def _face_variant(scene: Scene, fi: int, cond: str) -> list:
         if f.kind == "ground":
             ys = f.bounds[1][1] - (np.arange(h, dtype=np.float32) + 0.5) / f.rho  # world y of each row
             cover = np.clip(0.9 + 0.25 * _noise((h, w), rng, w / (2 * f.rho)), 0, 1)
-            half = float(np.max(np.abs(ys)))
-            road = (np.abs(ys) < 4.0)[:, None]
+            road = (np.abs(ys) < scene.road_half_width_m)[:, None]
             # tyre tracks in both lanes: darker wet asphalt
             tr = np.zeros(h, np.float32)
-            for c in (-2.8, -1.2, 1.2, 2.8):
+            for c in np.array([-0.7, -0.3, 0.3, 0.7]) * scene.road_half_width_m:  # wheel tracks of both lanes
                 tr = np.maximum(tr, np.exp(-((ys - c) / 0.3) ** 2))
             track = tr[:, None] * (0.7 + 0.3 * _noise((h, w), rng, w / (3 * f.rho)))
             cover = np.where(road, np.clip(cover - 1.1 * track, 0, 1), cover)
@@ -961,7 +961,6 @@ def _face_variant(scene: Scene, fi: int, cond: str) -> list:
             for _ in range(int(w * h / 4000)):  # footprints and slush lumps
                 cv2.ellipse(out, (int(rng.uniform(0, w)), int(rng.uniform(0, h))), (int(rng.integers(3, 8)), int(rng.integers(2, 4))),
                             float(rng.uniform(0, 180)), 0, 360, (0.7, 0.7, 0.72), -1, cv2.LINE_AA)
-            del half
         else:
             frac = 0.95 if f.kind == "veg_top" else 0.35
             cover = (_noise((h, w), rng, max(h, w) / 4) * 0.5 + 0.5 < frac).astype(np.float32)

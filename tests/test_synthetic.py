@@ -17,7 +17,7 @@ import pytest
 
 from fgsn.utils.config import merge_config
 from reconstruction import synthetic as S
-from reconstruction.geometry import camera_center, invert_pose, compose, pose_from_qvec_center, qvec_to_rotmat
+from reconstruction.geometry import camera_center, compose, pose_from_qvec_center, qvec_to_rotmat
 
 NAME = re.compile(r"^img_(\d{5})_c0_(\d+)us\.jpg$")
 SMALL = [
