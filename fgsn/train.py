@@ -304,6 +304,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
     t = conf.train
 
     data = CorrespondenceDataset(conf.data)
+    torch.manual_seed(conf.seed)  # the random initialisation
     model = PSPNet(conf.model)
     if conf.init.checkpoint:
         load_weights(model, load_state_dict_file(conf.init.checkpoint), layout=conf.init.layout,
@@ -359,6 +360,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
                 logger.info("[it %d] clustering: agreement of the nearest-centroid labels %.4f (%d labels used)",
                             it, cm["val_agreement"], cm["val_labels_used"])
                 metrics[f"cluster_agreement_it{it}"] = cm["val_agreement"]
+                torch.manual_seed(conf.seed * 1000003 + it + 1)
                 model.reset_classifier(conf.model.num_classes)
                 _reset_momentum(optimizer, model.classifier_parameters())
                 cluster_it = it
