@@ -656,6 +656,8 @@ class Scene:
         x_range: (x_min, x_max) of the street, metres. half_width: half the distance between building backs.
         seed: the slice's seed (condition effects derive their generators from it).
         building_fronts: (side, x0, x1, y_front, height) per street-side building, metres (side +1: y > 0).
+        road_half_width_m: half the road width, metres.
+        casters: (K, 2, 3) boxes (min, max corner) that cast sun shadows on the ground, metres.
     """
 
     faces: list
@@ -666,6 +668,7 @@ class Scene:
     seed: int
     building_fronts: list = field(default_factory=list)
     road_half_width_m: float = 4.0
+    casters: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
     _variants: dict = field(default_factory=dict, repr=False)
     _boxes: np.ndarray | None = field(default=None, repr=False)
 
@@ -774,6 +777,7 @@ def build_scene(sc: Any, x_range: tuple[float, float], seed: int) -> Scene:
     frho, grho = float(sc.facade_texels_per_m), float(sc.ground_texels_per_m)
     faces: list[Face] = []
     fronts = []
+    casters = []  # boxes that cast sun shadows onto the ground
     # buildings on both sides (side = +1: y > 0)
     for side in (1, -1):
         x = x_min
@@ -793,6 +797,7 @@ def build_scene(sc: Any, x_range: tuple[float, float], seed: int) -> Scene:
             rhos = {(a, s): (frho if (a, s) == front else frho / 2) for a in range(3) for s in (-1, 1)}
             skip = [(2, -1), (2, 1), (1, side)]  # bottom, top (never seen from the street), back
             faces += _box_faces(lo, hi, rhos, fns, {front: "facade", "default": "wall"}, rng, skip=skip)
+            casters.append((lo, hi))
             fronts.append((side, x, x1, yf, hgt))
             x = x1
     # closing buildings across both ends
@@ -800,6 +805,7 @@ def build_scene(sc: Any, x_range: tuple[float, float], seed: int) -> Scene:
         lo = np.array([end if sgn < 0 else end - 5, -y_back, 0.0])
         hi = np.array([end + 5 if sgn < 0 else end, y_back, float(rng.uniform(10, 20))])
         fns = {(0, sgn): lambda wm, hm, r: _facade_texture(wm, hm, frho / 2, r)}
+        casters.append((lo, hi))
         faces += _box_faces(lo, hi, frho / 2, fns, {"default": "facade"}, rng,
                             skip=[(a, s) for a in range(3) for s in (-1, 1) if (a, s) != (0, sgn)])
     # trees and lamps on the sidewalks, near the curb
@@ -809,12 +815,15 @@ def build_scene(sc: Any, x_range: tuple[float, float], seed: int) -> Scene:
         while x < x_max - 2:
             yc = side * (half_road + 0.9)
             r_t, th = 0.15, float(rng.uniform(2.6, 3.4))
+            casters.append((np.array([x - r_t, yc - r_t, 0]), np.array([x + r_t, yc + r_t, th])))
             faces += _box_faces(np.array([x - r_t, yc - r_t, 0]), np.array([x + r_t, yc + r_t, th]), 32.0,
                                 {"default": lambda wm, hm, r: _plain_texture(wm, hm, 32.0, r, (0.2, 0.28, 0.33), 9)},
                                 {"default": "pole"}, rng, skip=[(2, -1), (2, 1)])
             cs = float(rng.uniform(1.0, 1.5))
             base = _rand_color(rng, [0.15, 0.45, 0.2], 0.08)
-            faces += _box_faces(np.array([x - cs, yc - cs, th - 0.3]), np.array([x + cs, yc + cs, th + rng.uniform(1.8, 2.8)]),
+            c_lo, c_hi = np.array([x - cs, yc - cs, th - 0.3]), np.array([x + cs, yc + cs, th + rng.uniform(1.8, 2.8)])
+            casters.append((c_lo, c_hi))
+            faces += _box_faces(c_lo, c_hi,
                                 32.0, {"default": lambda wm, hm, r, b=base: _plain_texture(wm, hm, 32.0, r, b, 6, "leaves")},
                                 {"default": "veg", (2, 1): "veg_top"}, rng)
             x += float(rng.uniform(0.6, 1.4) * sc.tree_spacing_m)
@@ -822,6 +831,7 @@ def build_scene(sc: Any, x_range: tuple[float, float], seed: int) -> Scene:
         while x < x_max - 2:
             yc = side * (half_road + 0.4)
             ph = 6.0
+            casters.append((np.array([x - 0.08, yc - 0.08, 0]), np.array([x + 0.08, yc + 0.08, ph])))
             faces += _box_faces(np.array([x - 0.08, yc - 0.08, 0]), np.array([x + 0.08, yc + 0.08, ph]), 32.0,
                                 {"default": lambda wm, hm, r: _plain_texture(wm, hm, 32.0, r, (0.35, 0.35, 0.33), 9)},
                                 {"default": "pole"}, rng, skip=[(2, -1)])
@@ -852,7 +862,7 @@ def build_scene(sc: Any, x_range: tuple[float, float], seed: int) -> Scene:
     ramp = np.linspace(0, 1, 64, dtype=np.float32)
     sky[:, -64:] = sky[:, -64:] * (1 - ramp) + sky[:, :1] * ramp  # no seam at azimuth +-180 deg
     return Scene(faces, np.array(lamps, dtype=np.float64).reshape(-1, 3), sky, (x_min, x_max), y_half,
-                 int(seed), fronts, float(half_road))
+                 int(seed), fronts, float(half_road), np.array(casters, dtype=np.float64).reshape(-1, 2, 3))
 
 
 def _ground_objects(x_min, x_max, y_half, sc, rng) -> list:
@@ -915,10 +925,10 @@ _COND = {
     "dusk": dict(amb=0.30, sun=0.12, sdir=(-0.8, 0.3, 0.15), tint=(0.75, 0.9, 1.15), zen=(0.45, 0.25, 0.2),
                  hor=(0.35, 0.55, 0.95), clouds=0.15, fog=0.0, lamp=6.0, head=0.0, lit=0.2, emis=0.5,
                  noise=0.015, blur=0.0, sat=0.85, gamma=1.15, flakes=0),
-    "autumn": dict(amb=0.55, sun=0.6, sdir=(-0.5, -0.6, 0.45), tint=(0.8, 0.97, 1.12), zen=(0.9, 0.6, 0.35),
+    "autumn": dict(amb=0.55, sun=0.6, sdir=(-0.75, -0.2, 0.6), tint=(0.8, 0.97, 1.12), zen=(0.9, 0.6, 0.35),
                    hor=(0.95, 0.85, 0.75), clouds=0.3, fog=0.0, lamp=0.0, head=0.0, lit=0.0, emis=0.0,
                    noise=0.008, blur=0.0, sat=1.2, gamma=0.95, flakes=0),
-    "sun": dict(amb=0.45, sun=0.85, sdir=(0.4, 0.55, 0.75), tint=(0.95, 1.0, 1.05), zen=(0.95, 0.55, 0.25),
+    "sun": dict(amb=0.45, sun=0.85, sdir=(0.5, 0.35, 0.75), tint=(0.95, 1.0, 1.05), zen=(0.95, 0.55, 0.25),
                 hor=(0.98, 0.85, 0.7), clouds=0.1, fog=0.0, lamp=0.0, head=0.0, lit=0.0, emis=0.0,
                 noise=0.006, blur=0.0, sat=1.3, gamma=0.9, flakes=0),
     "snow": dict(amb=0.85, sun=0.1, sdir=(0.3, -0.5, 0.8), tint=(1.08, 1.0, 0.95), zen=(0.82, 0.82, 0.8),
@@ -935,7 +945,9 @@ _WARM_BGR = np.array([0.35, 0.7, 1.0], np.float32)  # lit windows
 def _face_variant(scene: Scene, fi: int, cond: str) -> list:
     """Albedo mip pyramid of face ``fi`` under ``cond`` (snow-covered ground, autumn foliage...)."""
     f = scene.faces[fi]
-    if cond not in ("snow", "autumn") or f.kind not in ("ground", "veg", "veg_top"):
+    if cond not in ("snow", "autumn", "sun") or f.kind not in ("ground", "veg", "veg_top"):
+        return f.mips
+    if cond == "sun" and f.kind != "ground":
         return f.mips
     key = (fi, cond)
     if key in scene._variants:
@@ -966,6 +978,8 @@ def _face_variant(scene: Scene, fi: int, cond: str) -> list:
             cover = (_noise((h, w), rng, max(h, w) / 4) * 0.5 + 0.5 < frac).astype(np.float32)
             cover = cv2.GaussianBlur(cover, (0, 0), 1.5)[..., None]
             out = tex * (1 - cover) + snow_c * cover
+    elif cond == "sun":  # ground only: shadows below
+        out = tex.copy()
     else:  # autumn
         if f.kind == "ground":
             out = tex.copy()
@@ -978,9 +992,33 @@ def _face_variant(scene: Scene, fi: int, cond: str) -> list:
             field_ = _noise((h, w), rng, max(h, w) / 6)[..., None] * 0.5 + 0.5
             orange, red = np.array([0.1, 0.45, 0.9], np.float32), np.array([0.08, 0.15, 0.7], np.float32)
             out = (orange * (1 - field_) + red * field_) * lum * 0.6
+    p = _COND[cond]
+    if f.kind == "ground" and p["sun"] >= 0.4:
+        out = out * _ground_shadow(scene, f, np.array(p["sdir"], np.float64), p["amb"], p["sun"], h, w)[..., None]
     out = (np.clip(out, 0, 1) * 255).astype(np.uint8)
     scene._variants[key] = _mips(out)
     return scene._variants[key]
+
+
+def _ground_shadow(scene: Scene, f: Face, sdir: np.ndarray, amb: float, sun: float, h: int, w: int) -> np.ndarray:
+    """(h, w) float32 albedo factor of a ground face: amb / (amb + sun * s_z) where a caster blocks the sun.
+
+    The shadow of each caster box is the convex hull of its corners projected along the sun direction onto
+    z = 0, rasterised in the face's texel grid (so the shading of the ground matches the 3D scene)."""
+    s = sdir / np.linalg.norm(sdir)
+    x0, y1 = f.bounds[0][0], f.bounds[1][1]
+    mask = np.zeros((h, w), np.uint8)
+    for lo, hi in scene.casters:
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        g = corners[:, :2] - (corners[:, 2:] / s[2]) * s[:2]  # shadow points on z = 0
+        tex = np.stack([(g[:, 0] - x0) * f.rho - 0.5, (y1 - g[:, 1]) * f.rho - 0.5], 1)
+        if tex[:, 0].max() < 0 or tex[:, 0].min() > w or tex[:, 1].max() < 0 or tex[:, 1].min() > h:
+            continue
+        hull = cv2.convexHull(np.round(tex * 16).astype(np.int32))
+        cv2.fillPoly(mask, [hull], 255, cv2.LINE_AA, shift=4)
+    m = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 1.5)
+    k = amb / (amb + sun * max(s[2], 0.0))
+    return 1 - (1 - k) * m
 
 
 # ----------------------------------------------------------------------------------------------------------
