@@ -26,7 +26,7 @@ import numpy as np
 
 from fgsn.utils.logging import setup_logging
 from localization.submission import is_failed_pose, read_results, read_submission
-from reconstruction.datasets import SeasonsDataset, load_dataset
+from reconstruction.datasets import SeasonsDataset, load_dataset, parse_slices
 from reconstruction.geometry import pose_errors
 
 logger = logging.getLogger(__name__)
@@ -169,8 +169,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from localization.localize import parse_slices
-
     setup_logging(args.out / "log.txt")
     dataset = load_dataset(args.dataset, args.root, parse_slices(args.slices))
     main(dataset, args.results, args.out)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from fgsn.utils.config import merge_config, save_config
 from fgsn.utils.logging import setup_logging
-from reconstruction.datasets import SeasonsDataset, load_dataset
+from reconstruction.datasets import SeasonsDataset, load_dataset, parse_slices
 
 from . import submission as sub
 from .base import Localizer, QueryResult
@@ -176,15 +176,6 @@ def finalize(dataset: SeasonsDataset, results_path: Path, out_dir: Path) -> Path
     logger.info("Localized %d / %d queries (median %.2f s per query); submission: %s",
                 len(dataset.queries) - len(failed), len(dataset.queries), float(np.median(times)) if times else 0.0, path)
     return path
-
-
-def parse_slices(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--slices must be comma-separated integers, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

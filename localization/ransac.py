@@ -4,8 +4,9 @@ ALGORITHMS.md), and pycolmap's LO-RANSAC as an alternative estimator.
 Our loop: draw ``num_iterations`` minimal sets of 3 matches (uniformly, or with per-match probabilities, which
 GSMC uses), solve each with ``poselib.p3p`` (Persson & Nordberg's solver on bearing vectors), score every real
 root by counting matches whose reprojection error is below the threshold and whose point lies in front of the
-camera (cheirality), keep the pose with most inliers, then refine it non-linearly on the inliers
-(``poselib.refine_absolute_pose``, Cauchy loss) and re-collect the inliers.
+camera (cheirality), and keep the pose with most inliers. Each time a minimal sample beats the best count so far,
+its pose is refined non-linearly on its inliers (``poselib.refine_absolute_pose``, Cauchy loss) and the inliers
+re-collected (local optimisation as in LO-RANSAC, Chum et al. 2003); the best locally optimised pose is returned.
 
 Errors are measured in "undistorted pixels": ``focal * ||x_proj - x_obs||`` on the normalised image plane, so
 distortion is removed before P3P and the threshold keeps its usual meaning.
@@ -105,9 +106,10 @@ def count_inliers(poses: np.ndarray, bearings: np.ndarray, points3D: np.ndarray,
     Xc = R.astype(np.float32) @ X + t.astype(np.float32)[:, :, None]  # (P, 3, N)
     z = Xc[:, 2]
     obs = (bearings[:, :2] / bearings[:, 2:3]).astype(np.float32)
-    ex = Xc[:, 0] - obs[:, 0] * z
-    ey = Xc[:, 1] - obs[:, 1] * z
-    masks = (z > 0) & (ex * ex + ey * ey < np.float32(threshold**2) * z * z)
+    with np.errstate(over="ignore", invalid="ignore"):  # degenerate P3P roots far away: never inliers
+        ex = Xc[:, 0] - obs[:, 0] * z
+        ey = Xc[:, 1] - obs[:, 1] * z
+        masks = (z > 0) & (ex * ex + ey * ey < np.float32(threshold**2) * z * z)
     return masks.sum(1), masks
 
 
@@ -138,7 +140,21 @@ def p3p_ransac(bearings: np.ndarray, points3D: np.ndarray, focal_px: float, rng:
     thr = float(c["inlier_threshold_px"]) / float(focal_px)
     num_iter = int(c["num_iterations"])
     samples = sample_minimal_sets(n, num_iter, rng, weights)
-    best_count, best_pose = -1, None
+    loss_scale = float(c["refine_loss_scale_px"]) / float(focal_px)
+
+    def local_optimization(pose: np.ndarray, inliers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Refine on the inliers and re-collect them, twice (LO-RANSAC, Chum et al. 2003)."""
+        for _ in range(2 if c["refine"] else 0):
+            if inliers.sum() < 4:
+                break
+            refined = refine_pose(pose, bearings[inliers], points3D[inliers], loss_scale, int(c["refine_max_iterations"]))
+            _, (new_inliers,) = count_inliers(refined[None], bearings, points3D, thr)
+            if new_inliers.sum() < 0.5 * inliers.sum():  # diverged: keep the previous pose
+                break
+            pose, inliers = refined, new_inliers
+        return pose, inliers
+
+    best_sample_count, best_pose, best_inliers = -1, None, np.zeros(n, bool)
     p3p = poselib.p3p
     for start in range(0, num_iter, int(c["batch_size"])):
         poses = []
@@ -148,25 +164,16 @@ def p3p_ransac(bearings: np.ndarray, points3D: np.ndarray, focal_px: float, rng:
         if not poses:
             continue
         poses = np.asarray(poses)
-        counts, _ = count_inliers(poses, bearings, points3D, thr)
+        counts, masks = count_inliers(poses, bearings, points3D, thr)
         i = int(np.argmax(counts))
-        if counts[i] > best_count:
-            best_count, best_pose = int(counts[i]), poses[i]
-    if best_pose is None:
-        return RansacResult(False, None, np.zeros(n, bool), 0, num_iter)
-    pose = best_pose
-    _, (inliers,) = count_inliers(pose[None], bearings, points3D, thr)
-    if c["refine"] and inliers.sum() >= 4:
-        for _ in range(2):
-            refined = refine_pose(pose, bearings[inliers], points3D[inliers],
-                                  float(c["refine_loss_scale_px"]) / float(focal_px), int(c["refine_max_iterations"]))
-            _, (new_inliers,) = count_inliers(refined[None], bearings, points3D, thr)
-            if new_inliers.sum() < 0.5 * inliers.sum():  # diverged: keep the minimal-sample pose
-                break
-            pose, inliers = refined, new_inliers
-    num_inliers = int(inliers.sum())
-    success = num_inliers >= int(c["min_num_inliers"])
-    return RansacResult(success, pose if success else None, inliers, num_inliers, num_iter)
+        if counts[i] > best_sample_count:  # a new best minimal-sample model: optimise it locally
+            best_sample_count = int(counts[i])
+            pose, inliers = local_optimization(poses[i], masks[i])
+            if inliers.sum() > best_inliers.sum() or best_pose is None:
+                best_pose, best_inliers = pose, inliers
+    num_inliers = int(best_inliers.sum())
+    success = best_pose is not None and num_inliers >= int(c["min_num_inliers"])
+    return RansacResult(success, best_pose if success else None, best_inliers, num_inliers, num_iter)
 
 
 def refine_pose(cam_from_world: np.ndarray, bearings: np.ndarray, points3D: np.ndarray, loss_scale: float,

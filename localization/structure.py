@@ -29,8 +29,9 @@ from .base import Localizer, QueryResult
 logger = logging.getLogger(__name__)
 
 
-def matches_filename(feature_file: str, ratio: float) -> str:
-    return f"matches-{Path(feature_file).stem.removeprefix('feats-')}-r{ratio:g}.h5"
+def matches_filename(feature_file: str, matching_conf) -> str:
+    return (f"matches-{Path(feature_file).stem.removeprefix('feats-')}-{matching_conf.point_descriptor}"
+            f"-r{float(matching_conf.ratio_threshold):g}.h5")
 
 
 def undistort_to_bearings(keypoints: np.ndarray, camera: Camera) -> np.ndarray:
@@ -59,7 +60,7 @@ class StructureLocalizer(Localizer):
         super().__init__(conf, dataset, work_dir)
         fname = feature_step.feature_filename(conf.features)
         self.feature_path = self.work_dir / fname
-        self.match_path = self.work_dir / matches_filename(fname, float(conf.matching.ratio_threshold))
+        self.match_path = self.work_dir / matches_filename(fname, conf.matching)
         self.map_paths = {m: self.work_dir / sfm_map.map_filename(m, fname) for m in dataset.maps}
         self.bad_images: dict[str, str] = {}
         self._maps: dict[str, np.ndarray] = {}
@@ -87,7 +88,8 @@ class StructureLocalizer(Localizer):
         for q in tqdm(todo, desc="2D-3D matching", unit="query", disable=None):
             if q.map_id != index_map:
                 m = sfm_map.MapDescriptors.load(self.map_paths[q.map_id])
-                index, index_map = matching.DescriptorIndex(m.descriptors, m.owner), q.map_id
+                index = matching.DescriptorIndex(m.descriptors, m.owner, self.conf.matching.point_descriptor)
+                index_map = q.map_id
             desc = feature_step.read_features(self.feature_path, q.key, ("descriptors",))["descriptors"]
             matches = index.match(desc, float(self.conf.matching.ratio_threshold), int(self.conf.matching.num_neighbors))
             with h5py.File(self.match_path, "a") as f:

@@ -466,6 +466,16 @@ def _check_unique(records: list[ImageRecord], what: str) -> None:
         seen[r.name] = r.key
 
 
+def parse_slices(text: str | None) -> list[int] | None:
+    """``"2,3,4"`` -> [2, 3, 4]; None or empty -> None (all slices)."""
+    if not text:
+        return None
+    try:
+        return [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"slices must be comma-separated integers, got {text!r}") from None
+
+
 def load_dataset(kind: str, root: str | Path, slices: Sequence[int] | None = None) -> SeasonsDataset:
     """Read a dataset by kind (``"cmu"`` or ``"robotcar"``); ``slices`` applies to CMU only."""
     if kind == "cmu":

@@ -1,6 +1,6 @@
 """SIFT feature extraction (pycolmap) to a resumable HDF5 cache, in the style of hloc's ``extract_features``.
 
-HDF5 schema of ``feats-sift-n<max_num_features>.h5``: one group per image, named by the image key (its path
+HDF5 schema of ``feats-sift-n<max_num_features>-pt<peak_threshold>.h5``: one group per image, named by the image key (its path
 relative to the dataset root, ``/`` creating nested groups), with
 
     keypoints    (N, 2) float32   pixel coordinates (x, y) in the raw (distorted) image; integer = pixel centre
@@ -38,8 +38,8 @@ default_conf = {
 
 
 def feature_filename(conf) -> str:
-    """Artifact name carrying the settings, e.g. ``feats-sift-n8192.h5``."""
-    return f"feats-sift-n{int(conf['max_num_features'])}.h5"
+    """Artifact name carrying the settings, e.g. ``feats-sift-n8192-pt0.0067.h5``."""
+    return f"feats-sift-n{int(conf['max_num_features'])}-pt{float(conf['peak_threshold']):.2g}.h5"
 
 
 class SiftExtractor:

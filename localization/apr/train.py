@@ -59,6 +59,7 @@ default_conf: dict[str, Any] = {
         "skip": 10,  # frames between window frames
         "jitter": [0.0, 0.0, 0.0, 0.0],  # ColorJitter brightness, contrast, saturation, hue (AtLoc outdoor: .7 .7 .7 .5)
         "cache_images": True,  # keep resized training images in memory
+        "holdout_every": 0,  # >0: every N-th training image (per sequence) becomes a same-condition validation split
     },
     "model": {"name": "???"},  # model section; defaults from the model class (localization.apr.models)
     "train": {
@@ -148,6 +149,21 @@ def quick_errors(positions: np.ndarray, qvecs: np.ndarray, records: Sequence[Pos
             "mean_t_m": float(np.mean(err_t)), "mean_R_deg": float(np.mean(err_R)), "num_images": len(records)}
 
 
+def split_holdout(records: Sequence[PoseRecord], every: int) -> tuple[list[PoseRecord], list[PoseRecord]]:
+    """Hold out every ``every``-th image of each sequence (in temporal order, starting at ``every // 2``) as a
+    validation split of the training condition; ``every`` = 0 holds out nothing."""
+    if every <= 0:
+        return list(records), []
+    by_seq: dict[str, list[PoseRecord]] = {}
+    for r in records:
+        by_seq.setdefault(r.sequence, []).append(r)
+    held = set()
+    for seq in by_seq.values():
+        seq.sort(key=lambda r: r.order)
+        held.update(id(r) for r in seq[every // 2::every])
+    return [r for r in records if id(r) not in held], [r for r in records if id(r) in held]
+
+
 def evaluate_model(model, records: Sequence[PoseRecord], conf: DictConfig) -> dict[str, float]:
     """Test errors of ``model`` on ``records`` with the test transform of ``conf.data``."""
     was_training = model.training
@@ -156,6 +172,13 @@ def evaluate_model(model, records: Sequence[PoseRecord], conf: DictConfig) -> di
                             conf.train.eval_batch_size, progress=False)
     model.train(was_training)
     return quick_errors(pos, q, records)
+
+
+def _evaluate_all(model, test_records, val_records, conf) -> dict[str, float]:
+    metrics = evaluate_model(model, test_records, conf)
+    if val_records:
+        metrics.update({f"val_{k}": v for k, v in evaluate_model(model, val_records, conf).items()})
+    return metrics
 
 
 def _checkpoint(model, optimizer, scheduler, conf, iteration, metrics, stats, map_ids) -> dict[str, Any]:
@@ -205,10 +228,11 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
 
     train_records = read_split(conf.data, "train")
     test_records = read_split(conf.data, "test")
+    train_records, val_records = split_holdout(train_records, conf.data.holdout_every)
     stats = PoseStats.from_records(train_records, conf.data.position_norm)
     map_ids = sorted({r.map_id for r in train_records})
-    logger.info("%d training and %d test images; position mean %s m, scale %.3f m.", len(train_records),
-                len(test_records), np.round(stats.mean, 3).tolist(), stats.scale)
+    logger.info("%d training, %d validation and %d test images; position mean %s m, scale %.3f m.", len(train_records),
+                len(val_records), len(test_records), np.round(stats.mean, 3).tolist(), stats.scale)
 
     model = get_model(conf.model.name)(conf.model)
     model.set_pose_stats(stats.mean, stats.scale)
@@ -270,7 +294,7 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
                 logger.info("[it %d] %s", it, " ".join(f"{k}={v:.4g}" for k, v in row.items()
                                                          if k not in ("iteration",)))
             if tc.eval_every > 0 and it % tc.eval_every == 0 and it < tc.iterations:
-                metrics = evaluate_model(model, test_records, conf)
+                metrics = _evaluate_all(model, test_records, val_records, conf)
                 _append_csv(out / "eval.csv", {"iteration": it, **metrics})
                 logger.info("[it %d] test: %s", it, metrics)
             if tc.save_every > 0 and it % tc.save_every == 0 and it < tc.iterations:
@@ -280,13 +304,23 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
         _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids), ckpt_dir)
         return out
 
-    metrics = evaluate_model(model, test_records, conf)
+    metrics = _evaluate_all(model, test_records, val_records, conf)
     _append_csv(out / "eval.csv", {"iteration": it, **metrics})
     p0, q0 = mean_pose(train_records)
     baseline = quick_errors(np.tile(p0, (len(test_records), 1)), np.tile(q0, (len(test_records), 1)), test_records)
+    if val_records:
+        vb = quick_errors(np.tile(p0, (len(val_records), 1)), np.tile(q0, (len(val_records), 1)), val_records)
+        baseline.update({f"val_{k}": v for k, v in vb.items()})
     _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids), ckpt_dir)
-    summary = {"iteration": it, "test": metrics, "mean_pose_baseline": baseline, "train_images": len(train_records),
-               "test_images": len(test_records), "train_time_s": round(time.time() - t0, 1)}
+    per_condition = {}
+    for seq in sorted({r.sequence for r in test_records}):
+        recs = [r for r in test_records if r.sequence == seq]
+        n = len(recs)
+        per_condition[seq] = {"model": evaluate_model(model, recs, conf),
+                              "mean_pose": quick_errors(np.tile(p0, (n, 1)), np.tile(q0, (n, 1)), recs)}
+    summary = {"iteration": it, "test": metrics, "mean_pose_baseline": baseline, "test_per_sequence": per_condition,
+               "train_images": len(train_records), "val_images": len(val_records), "test_images": len(test_records),
+               "train_time_s": round(time.time() - t0, 1)}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     logger.info("Test: median %.3f m / %.2f deg (mean-pose baseline: %.3f m / %.2f deg).", metrics["median_t_m"],
                 metrics["median_R_deg"], baseline["median_t_m"], baseline["median_R_deg"])
