@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from evaluation.cli import main as cli_main
+from localization.apr.data import PoseRecord
 from localization.apr.inference import load_checkpoint, predict_images
 from localization.apr.train import build_conf, main
 
@@ -23,10 +24,12 @@ def _conf(tmp_path, root, name="posenet", fmt="7scenes", **extra):
 
 def test_checkpoint_round_trip(tmp_path, seven_scenes):
     root, _ = seven_scenes
-    out = main(_conf(tmp_path, root))
+    out = main(_conf(tmp_path, root, **{"data.holdout_every": 3}))
     assert {"config.yaml", "log.txt", "metrics.csv", "eval.csv", "metrics.json"} <= {p.name for p in out.iterdir()}
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["iteration"] == 4 and "median_t_m" in summary["mean_pose_baseline"]
+    assert summary["val_images"] == 2 and summary["train_images"] == 4 and "val_median_t_m" in summary["test"]
+    assert set(summary["test_per_sequence"]) == {"seq-02"}
     ckpt = torch.load(out / "checkpoints" / "checkpoint_last.pt", weights_only=True)
     assert {"model", "optimizer", "config", "iteration", "metrics", "pose_stats", "map_ids"} <= set(ckpt)
     assert ckpt["iteration"] == 4 and len(ckpt["pose_stats"]["mean"]) == 3
@@ -61,6 +64,15 @@ def test_trained_model_round_trips_through_checkpoint(tmp_path, seven_scenes):
     b = predict_images(loaded, paths, ["s"] * 3, [0, 1, 2], 36, [32, 32], progress=False)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert loaded.s_q.item() == model.s_q.item() != -3.0
+
+
+def test_holdout_split():
+    from localization.apr.train import split_holdout
+
+    recs = [PoseRecord(str(i), None, np.zeros(3), np.array([1.0, 0, 0, 0]), "a", i) for i in range(10)]
+    train, val = split_holdout(recs[::-1], 4)
+    assert [r.order for r in val] == [6, 2] and len(train) == 8
+    assert split_holdout(recs, 0) == (recs, [])
 
 
 def test_resume_matches_uninterrupted(tmp_path, seven_scenes):
