@@ -61,8 +61,8 @@ def sample_minimal_sets(n: int, num_samples: int, rng: np.random.Generator, weig
                         size: int = 3) -> np.ndarray:
     """Draw ``num_samples`` sets of ``size`` distinct indices in [0, n), each index with probability ∝ weights.
 
-    Sets are drawn with replacement across draws and the (rare) sets with a repeated index are redrawn, which
-    gives each set the distribution of sequential weighted sampling without replacement.
+    Indices are drawn independently with probability ∝ weights and the sets with a repeated index are redrawn,
+    so a set of distinct indices is drawn with probability proportional to the product of its weights.
 
     Returns:
         (num_samples, size) int array.
@@ -103,10 +103,10 @@ def count_inliers(poses: np.ndarray, bearings: np.ndarray, points3D: np.ndarray,
     R = poses[:, :, :3]
     t = poses[:, :, 3] + R @ mean
     X = (points3D - mean).T.astype(np.float32)
-    Xc = R.astype(np.float32) @ X + t.astype(np.float32)[:, :, None]  # (P, 3, N)
-    z = Xc[:, 2]
     obs = (bearings[:, :2] / bearings[:, 2:3]).astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):  # degenerate P3P roots far away: never inliers
+        Xc = R.astype(np.float32) @ X + t.astype(np.float32)[:, :, None]  # (P, 3, N)
+        z = Xc[:, 2]
         ex = Xc[:, 0] - obs[:, 0] * z
         ey = Xc[:, 1] - obs[:, 1] * z
         masks = (z > 0) & (ex * ex + ey * ey < np.float32(threshold**2) * z * z)
