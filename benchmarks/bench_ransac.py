@@ -1,0 +1,72 @@
+"""Our P3P-RANSAC against pycolmap's LO-RANSAC on the same cached 2D-3D matches of seasons-mini (CMU layout).
+
+    python benchmarks/bench_ransac.py [--root ../shared/data/seasons-mini/cmu] [--slices 1,2] [--cache DIR]
+
+Both estimators see exactly the same matches (features, map descriptors and matches come from the
+localization cache, computed once). Prints recall at the three thresholds per condition and the median time per
+query of each estimator, and the time ratio ours / pycolmap measured in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+from evaluation.evaluate import THRESHOLDS, recall  # noqa: E402
+from localization.localize import build_conf, query_rng  # noqa: E402
+from localization.ransac import p3p_ransac, pycolmap_ransac  # noqa: E402
+from localization.structure import StructureLocalizer  # noqa: E402
+from reconstruction.datasets import load_dataset, parse_slices  # noqa: E402
+from reconstruction.geometry import pose_errors  # noqa: E402
+
+
+def main() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=repo.parent / "shared" / "data" / "seasons-mini" / "cmu")
+    parser.add_argument("--slices", default="1,2")
+    parser.add_argument("--cache", type=Path, default=repo / "outputs" / "bench" / "cache")
+    parser.add_argument("--iterations", type=int, default=10000, help="our RANSAC's fixed iteration count")
+    args = parser.parse_args()
+
+    ds = load_dataset("cmu", args.root, parse_slices(args.slices))
+    conf = build_conf("p3p").localizer
+    loc = StructureLocalizer(conf, ds, args.cache)
+    loc.prepare()
+    rconf = {k: v for k, v in conf.ransac.items() if k != "estimator"}
+    rconf["num_iterations"] = args.iterations
+    rows = {"ours": {}, "pycolmap": {}}
+    for q in ds.queries:
+        m = loc.load_matches(q)
+        t0 = time.perf_counter()
+        a = p3p_ransac(m["bearings"], m["points3D"], q.camera.focal, query_rng(0, q.key), conf=rconf)
+        t1 = time.perf_counter()
+        b = pycolmap_ransac(m["keypoints"], m["points3D"], q.camera, rconf)
+        t2 = time.perf_counter()
+        for name, res, dt in (("ours", a, t1 - t0), ("pycolmap", b, t2 - t1)):
+            err = pose_errors(res.cam_from_world, q.cam_from_world) if res.success else (np.inf, np.inf)
+            rows[name][q.name] = (q.condition, *err, dt, res.num_inliers)
+    conds = sorted({q.condition for q in ds.queries})
+    th = " / ".join(f"({t:g} m, {r:g} deg)" for t, r in THRESHOLDS)
+    print(f"\nRecall [%] at {th}, {len(ds.queries)} queries of {args.root} slices {args.slices}\n")
+    print("| estimator | " + " | ".join(conds) + " | all | median time / query |")
+    print("|---|" + "---|" * (len(conds) + 2))
+    med = {}
+    for name, r in rows.items():
+        cells = []
+        for c in conds + ["all"]:
+            v = np.array([x[1:3] for x in r.values() if c in ("all", x[0])])
+            cells.append(" / ".join(f"{x:.1f}" for x in recall(v[:, 0], v[:, 1])))
+        med[name] = float(np.median([x[3] for x in r.values()]))
+        print(f"| {name} | " + " | ".join(cells) + f" | {med[name] * 1000:.0f} ms |")
+    print(f"\ntime ratio ours / pycolmap: {med['ours'] / med['pycolmap']:.2f} "
+          f"(ours: fixed {args.iterations} iterations; pycolmap: adaptive LO-RANSAC)")
+
+
+if __name__ == "__main__":
+    main()
