@@ -18,8 +18,13 @@ Validation (every ``train.val_interval`` iterations and at the end), on the vali
 - ``val_labels_used``: number of distinct labels predicted at those points (a collapsed network reaches a high
   agreement with few labels: read the two together).
 
-After each clustering, ``cluster_agreement`` is the same agreement for the nearest-centroid labels of the
-*current* features (at iteration 0: the untrained-start network).
+- ``val_kappa``: Cohen's kappa of the two label sets (agreement corrected for chance; robust to collapse).
+
+After each clustering, ``cluster_agreement`` (and ``val_kappa`` in the same row) is the same agreement for the
+nearest-centroid labels of the *current* features. At iteration 0 both describe the untrained-start network:
+the ``cluster`` row its k-means labels, and a ``val`` row at iteration 0 (after the classifier
+re-initialisation, not eligible for ``best.pt``; ``init_*`` in the checkpoint metrics) its classifier, measured
+exactly like every later validation.
 
 Outputs under ``output_dir``: ``config.yaml``, ``log.txt``, ``metrics.csv`` (one row per logged event),
 ``labels/clusters-iterNNNNNN.h5`` (reference label maps of each clustering; needed to resume),
@@ -98,7 +103,7 @@ default_conf = {
 }
 
 CSV_FIELDS = ["iteration", "event", "loss", "loss_class", "loss_corr", "lr", "val_loss_corr", "val_agreement",
-              "val_labels_used", "val_points", "cluster_agreement", "cluster_empty", "cluster_objective",
+              "val_kappa", "val_labels_used", "val_points", "cluster_agreement", "cluster_empty", "cluster_objective",
               "elapsed_s"]
 
 
@@ -206,7 +211,9 @@ def validate(model: PSPNet, data: CorrespondenceDataset, label_maps: dict[str, n
         state: when given, the target labels come from the nearest centroid of the features instead of the
             classifier (``cluster_agreement``), and the reference labels from ``label_maps``.
     Returns:
-        dict with ``val_loss_corr`` (nan with ``state``), ``val_agreement``, ``val_labels_used``, ``val_points``.
+        dict with ``val_loss_corr`` (nan with ``state``), ``val_agreement``, ``val_kappa`` (Cohen's kappa of the two
+        label sets: agreement corrected for the chance agreement of the label frequencies, 0 for a constant
+        labelling), ``val_labels_used``, ``val_points``.
     """
     model.eval()
     inf = conf.inference
@@ -237,7 +244,9 @@ def validate(model: PSPNet, data: CorrespondenceDataset, label_maps: dict[str, n
         for j, role, p in items:
             res[(j, role)] = out[k:k + len(p)]
             k += len(p)
-    losses, agree, n, used = [], 0, 0, set()
+    losses, agree, n = [], 0, 0
+    hist_r: dict[int, int] = {}
+    hist_t: dict[int, int] = {}
     for j, c in enumerate(pairs):
         if len(c) == 0:
             continue
@@ -252,10 +261,15 @@ def validate(model: PSPNet, data: CorrespondenceDataset, label_maps: dict[str, n
             lab_r = c
         agree += int((lab_r == lab_t).sum())
         n += len(c)
-        used.update(lab_r.tolist())
-        used.update(lab_t.tolist())
+        for hist, lab in ((hist_r, lab_r), (hist_t, lab_t)):
+            for k, cnt in zip(*np.unique(lab, return_counts=True)):
+                hist[int(k)] = hist.get(int(k), 0) + int(cnt)
+    used = set(hist_r) | set(hist_t)
+    p_o = agree / max(n, 1)
+    p_e = sum(hist_r[k] * hist_t.get(k, 0) for k in hist_r) / max(n, 1) ** 2
     return {"val_loss_corr": float(np.mean(losses)) if losses else float("nan"),
-            "val_agreement": agree / max(n, 1), "val_labels_used": len(used), "val_points": n}
+            "val_agreement": p_o, "val_kappa": (p_o - p_e) / (1 - p_e) if p_e < 1 else 0.0,
+            "val_labels_used": len(used), "val_points": n}
 
 
 def _lr(conf, it: int) -> float:
@@ -332,14 +346,14 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
     t0 = time.time()
     running: dict[str, list[float]] = {}
 
-    def do_validate(i: int) -> dict:
+    def do_validate(i: int, keep_best: bool = True) -> dict:
         nonlocal best
         m = validate(model, data, label_maps, conf)
         m["iteration"] = i
         log.write({**m, "event": "val", "elapsed_s": round(time.time() - t0, 1)})
-        logger.info("[it %d] val L_corr %.4f, agreement %.4f (%d labels used, %d points)", i, m["val_loss_corr"],
-                    m["val_agreement"], m["val_labels_used"], m["val_points"])
-        if m["val_loss_corr"] < best["val_loss_corr"]:
+        logger.info("[it %d] val L_corr %.4f, agreement %.4f, kappa %.4f (%d labels used, %d points)", i,
+                    m["val_loss_corr"], m["val_agreement"], m["val_kappa"], m["val_labels_used"], m["val_points"])
+        if keep_best and m["val_loss_corr"] < best["val_loss_corr"]:
             best = {"val_loss_corr": m["val_loss_corr"], "iteration": i, "val_agreement": m["val_agreement"]}
             _save(ckpt_dir / "best.pt", model, optimizer, conf, i, m, state, cluster_it, labels_file, best)
         return m
@@ -354,6 +368,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
                                                             output_dir / labels_file)
                 cm = validate(model, data, label_maps, conf, state=state)
                 log.write({"iteration": it, "event": "cluster", "cluster_agreement": cm["val_agreement"],
+                           "val_kappa": cm["val_kappa"],
                            "cluster_empty": stats["empty"], "cluster_objective": stats["objective"],
                            "val_labels_used": cm["val_labels_used"], "val_points": cm["val_points"],
                            "elapsed_s": round(time.time() - t0, 1)})
@@ -366,6 +381,9 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
                 cluster_it = it
                 best = {"val_loss_corr": float("inf"), "iteration": -1}  # L_corr is relative to the clustering
                 _save(last, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best)
+                if it == 0:  # the untrained-start network's classifier, measured like every later validation
+                    metrics.update({f"init_{k}": v for k, v in do_validate(0, keep_best=False).items()
+                                    if k != "iteration"})
 
             rng = np.random.default_rng([conf.seed, it])
             torch.manual_seed(conf.seed * 1000003 + it)

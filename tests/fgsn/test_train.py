@@ -33,7 +33,13 @@ def test_outputs(full_run):
     assert [r["event"] for r in rows].count("train") == 4
     assert [r["event"] for r in rows][0] == "cluster"
     val = [r for r in rows if r["event"] == "val"]
-    assert [int(r["iteration"]) for r in val] == [2, 4]
+    assert [int(r["iteration"]) for r in val] == [0, 2, 4]  # iteration 0: the untrained-start classifier
+    ck = torch.load(best, weights_only=True)
+    assert ck["iteration"] > 0  # the iteration-0 validation is never the best checkpoint
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert last["metrics"]["init_val_agreement"] == float(val[0]["val_agreement"])
+    for r in val:  # kappa = (p_o - p_e) / (1 - p_e) <= p_o
+        assert -1.0 <= float(r["val_kappa"]) <= float(r["val_agreement"]) + 1e-9
     assert all(0 <= float(r["val_agreement"]) <= 1 for r in val)
     ck = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ck["iteration"] == 4 and ck["cluster_state"]["centroids"].shape == (4, 8)
