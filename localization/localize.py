@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 METHODS: dict[str, str] = {
     "p3p": "localization.structure:StructureLocalizer",
     "apr": "localization.apr.localizer:APRLocalizer",
+    "ssmc": "localization.ssmc:SSMCLocalizer",
+    "gsmc": "localization.gsmc:GSMCLocalizer",
+    "pfsl": "localization.pfsl:PFSLLocalizer",
 }
 
 default_conf = {

@@ -1,0 +1,61 @@
+"""Base of the semantic localizers (SSMC, GSMC, PFSL): structure-based localization plus a label source and
+labelled maps.
+
+:meth:`SemanticLocalizer.prepare` runs the structure-based stages (SIFT, map descriptors, 2D-3D matches; shared
+with ``--method p3p`` through the cache names), then segments every database and query image with the configured
+label source (:mod:`reconstruction.semantics`: an FGSN / PSPNet checkpoint or a precomputed label file) and labels
+each map (:mod:`reconstruction.label_map`). Subclasses use :meth:`labelled_map` and :meth:`label_reader` in
+``select_matches`` / ``localize``; both load lazily, once per process, so the localizer stays picklable.
+"""
+from __future__ import annotations
+
+import logging
+
+from reconstruction import label_map, semantics
+from reconstruction.label_map import LabelledMap
+from reconstruction.semantics import LabelReader
+
+from .structure import StructureLocalizer
+
+logger = logging.getLogger(__name__)
+
+
+class SemanticLocalizer(StructureLocalizer):
+    """Structure-based localizer with per-pixel query labels and a labelled map (abstract: no filter itself)."""
+
+    default_conf = {
+        **StructureLocalizer.default_conf,
+        "semantics": semantics.default_conf,
+        "label_map": label_map.default_conf,
+    }
+
+    def __init__(self, conf, dataset, work_dir):
+        super().__init__(conf, dataset, work_dir)
+        name = semantics.source_name(conf.semantics)  # validates the label source before any work
+        self.labels_path = semantics.labels_path(conf.semantics, self.work_dir)
+        self.labelled_map_paths = {m: self.work_dir / label_map.labelled_map_filename(p, name)
+                                   for m, p in self.map_paths.items()}
+        self._labelled: dict[str, LabelledMap] = {}
+        self._reader: LabelReader | None = None
+
+    def prepare(self) -> None:
+        super().prepare()
+        records = self.dataset.database + [q for q in self.dataset.queries if q.key not in self.bad_images]
+        semantics.ensure_labels(self.conf.semantics, records, self.work_dir)
+        for map_id, path in self.labelled_map_paths.items():
+            label_map.main(self.conf.label_map, self.dataset, map_id, self.labels_path, self.map_paths[map_id], path)
+
+    def labelled_map(self, map_id: str) -> LabelledMap:
+        """The labelled map of ``map_id`` (rows aligned with :meth:`map_points`), loaded once per process."""
+        if map_id not in self._labelled:
+            self._labelled[map_id] = LabelledMap.load(self.labelled_map_paths[map_id])
+        return self._labelled[map_id]
+
+    def label_reader(self) -> LabelReader:
+        """Reader of the query and database label maps (by image key)."""
+        if self._reader is None:
+            self._reader = LabelReader(self.labels_path)
+        return self._reader
+
+    def __getstate__(self):  # worker processes reload maps and reopen files lazily
+        return {**self.__dict__, "_labelled": {}, "_reader": None, "_maps": {}}

@@ -1,0 +1,288 @@
+"""Labelled maps: every 3D point gets the majority label of the database segmentations at its observations
+(``fgsn-loc label-map``; ALGORITHMS.md §5, after Toft et al. ECCV 2018 and Larsson et al. ICCV 2019).
+
+Each 2D observation of a point in the SfM model (a database image) votes with the label at its pixel; the point's
+label is the most frequent vote (ties: the smallest label **(ours)**), its confidence the top count divided by the
+number of votes. The visibility statistics GSMC and PFSL need are copied from the map descriptor file
+(:mod:`reconstruction.sfm_map`), so the labelled map's rows are the map file's rows: a match's ``point_idx``
+indexes both. ``cam_height`` adds the median height of the observing database cameras along the dataset's up
+axis (GSMC's camera-height prior).
+
+HDF5 schema of ``labelled-<map file stem>-<label source>.h5``:
+
+    xyz           (M, 3) float64  3D points, world frame, metres (same rows as the map file)
+    label         (M,)   int64    majority label; -1 for a point without a labelled observation
+    confidence    (M,)   float32  top vote count / number of votes (0 without votes)
+    track_length  (M,)   int32    number of votes (labelled database observations)
+    d_min, d_max  (M,)   float32  smallest / largest distance to an observing database camera, metres
+    view_dir      (M, 3) float32  mean unit viewing direction (point -> cameras), world frame
+    view_spread   (M,)   float32  largest angle between an observing direction and ``view_dir``, radians
+    cam_height    (M,)   float32  median height of the observing database camera centres along ``up``, metres
+    attrs: map_id, num_classes, labels (label file path), up (3,)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .datasets import DatasetError, SeasonsDataset
+from .geometry import camera_center, from_colmap_pixels
+from .semantics import LabelReader, labels_at
+from .sfm_map import database_records_by_image, load_reconstruction
+
+logger = logging.getLogger(__name__)
+
+default_conf = {
+    "min_votes": 1,  # a point needs at least this many labelled observations, else label -1
+}
+
+
+@dataclass
+class LabelledMap:
+    """In-memory labelled map (arrays as in the module docstring; rows aligned with the map file)."""
+
+    xyz: np.ndarray
+    label: np.ndarray
+    confidence: np.ndarray
+    track_length: np.ndarray
+    d_min: np.ndarray
+    d_max: np.ndarray
+    view_dir: np.ndarray
+    view_spread: np.ndarray
+    cam_height: np.ndarray
+    num_classes: int
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LabelledMap":
+        """Read a labelled map file. Raises DatasetError naming the file when it lacks an array."""
+        with h5py.File(path, "r") as f:
+            arrays = {}
+            for fld in fields(cls):
+                if fld.name == "num_classes":
+                    continue
+                if fld.name not in f:
+                    raise DatasetError(f"{path}: labelled map has no {fld.name!r}; rebuild it with fgsn-loc label-map")
+                arrays[fld.name] = f[fld.name][()]
+            return cls(**arrays, num_classes=int(f.attrs["num_classes"]))
+
+
+def labelled_map_filename(map_path: str | Path, labels_name: str) -> str:
+    """``labelled-<map file stem>-<label source>.h5``: the name carries the map, features and label source."""
+    return f"labelled-{Path(map_path).stem}-{labels_name}.h5"
+
+
+def vote(point_rows: np.ndarray, labels: np.ndarray, num_points: int, num_classes: int) -> tuple[np.ndarray, ...]:
+    """Majority vote of observation labels per point.
+
+    Args:
+        point_rows: (V,) point index of each vote, in [0, num_points).
+        labels: (V,) label of each vote, in [0, num_classes).
+        num_points: M.
+        num_classes: K.
+    Returns:
+        label (M,) int64 (-1 without votes; ties go to the smallest label), confidence (M,) float32 (top count /
+        votes), votes (M,) int32.
+    """
+    point_rows = np.asarray(point_rows, np.int64)
+    labels = np.asarray(labels, np.int64)
+    if point_rows.shape != labels.shape:
+        raise ValueError(f"point_rows {point_rows.shape} and labels {labels.shape} differ")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
+    counts = np.bincount(point_rows * num_classes + labels, minlength=num_points * num_classes)
+    counts = counts.reshape(num_points, num_classes)
+    votes = counts.sum(1)
+    label = np.where(votes > 0, counts.argmax(1), -1)  # argmax takes the first (smallest) label on ties
+    conf = np.where(votes > 0, counts.max(1) / np.maximum(votes, 1), 0.0)
+    return label.astype(np.int64), conf.astype(np.float32), votes.astype(np.int32)
+
+
+def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path: Path, out_path: Path,
+         overwrite: bool = False) -> Path:
+    """Label every point of one map by majority vote of the database segmentations at its observations.
+
+    Args:
+        conf: see :data:`default_conf`.
+        dataset: the dataset (database records with keys as in the label file; ``dataset.up``).
+        map_id: which map.
+        labels_path: label file holding every database image of the map (:mod:`reconstruction.semantics`).
+        map_path: the map descriptor file of :mod:`reconstruction.sfm_map` (rows and visibility statistics).
+        out_path: the labelled map file to write.
+    Returns:
+        ``out_path``.
+    Raises:
+        DatasetError: the model is missing, or a database image has no labels (names the file and image).
+    """
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        return out_path
+    rec = load_reconstruction(dataset, map_id)
+    records = database_records_by_image(dataset, map_id, rec)
+    reader = LabelReader(labels_path)
+    with h5py.File(map_path, "r") as f:
+        stats = {k: f[k][()] for k in ("xyz", "point3D_ids", "d_min", "d_max", "view_dir", "view_spread")}
+    row_of = {int(p): i for i, p in enumerate(stats["point3D_ids"])}
+    M = len(row_of)
+    up = np.asarray(dataset.up, np.float64)
+    rows_all, labels_all, heights = [], [], [[] for _ in range(M)]
+    for image_id, record in records.items():
+        obs = [(p2d.xy, row_of[int(p2d.point3D_id)]) for p2d in rec.images[image_id].points2D
+               if p2d.has_point3D() and int(p2d.point3D_id) in row_of]
+        if not obs:
+            continue
+        try:
+            lab_map = reader.labels(record.key)
+        except KeyError as e:
+            raise DatasetError(str(e)) from None
+        rows = np.array([o[1] for o in obs])
+        rows_all.append(rows)
+        labels_all.append(labels_at(lab_map, from_colmap_pixels(np.array([o[0] for o in obs]))))
+        h = float(camera_center(record.cam_from_world) @ up)
+        for r in rows:
+            heights[r].append(h)
+    rows_all = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
+    labels_all = np.concatenate(labels_all) if labels_all else np.zeros(0, np.int64)
+    label, confidence, votes = vote(rows_all, labels_all, M, reader.num_classes)
+    label[votes < int(conf["min_votes"])] = -1
+    cam_height = np.array([np.median(h) if h else np.nan for h in heights], np.float32)
+    logger.info("Labelled map %s: %d / %d points labelled, median confidence %.2f, %d labels used.", map_id,
+                int((label >= 0).sum()), M, float(np.median(confidence[label >= 0])) if (label >= 0).any() else 0.0,
+                len(np.unique(label[label >= 0])))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp.h5")
+    with h5py.File(tmp, "w") as f:
+        f["xyz"] = stats["xyz"]
+        f["label"] = label
+        f["confidence"] = confidence
+        f["track_length"] = votes
+        for k in ("d_min", "d_max", "view_dir", "view_spread"):
+            f[k] = stats[k]
+        f["cam_height"] = cam_height
+        f.attrs.update(map_id=map_id, num_classes=reader.num_classes, labels=str(labels_path), up=up)
+    tmp.replace(out_path)
+    return out_path
+
+
+def label_colors(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(M,) labels -> (M, 3) RGB colours in [0, 1] (a fixed pseudo-random palette; -1 = grey)."""
+    palette = np.random.default_rng(12345).uniform(0.1, 1.0, (max(num_classes, 1), 3))
+    return np.where((labels >= 0)[:, None], palette[np.clip(labels, 0, None)], 0.5)
+
+
+def export_ply(lmap: LabelledMap, path: Path) -> Path:
+    """Write the labelled point cloud as a ``.ply`` coloured by label (open3d). Returns ``path``."""
+    from fgsn.utils.open3d import import_open3d
+
+    o3d = import_open3d()
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(lmap.xyz.astype(np.float64)))
+    pcd.colors = o3d.utility.Vector3dVector(label_colors(lmap.label, lmap.num_classes))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not o3d.io.write_point_cloud(str(path), pcd):
+        raise OSError(f"{path}: open3d could not write the point cloud")
+    return path
+
+
+def render_picture(lmap: LabelledMap, path: Path, up: np.ndarray = (0, 0, 1), max_points: int = 200_000) -> Path:
+    """Save a PNG of the labelled point cloud: a top view (along ``up``) and a side view, coloured by label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    up = np.asarray(up, np.float64) / np.linalg.norm(up)
+    a = np.cross(up, [1.0, 0, 0] if abs(up[0]) < 0.9 else [0, 1.0, 0])
+    a /= np.linalg.norm(a)
+    b = np.cross(up, a)
+    xyz = lmap.xyz
+    keep = np.all(np.isfinite(xyz), 1)
+    if keep.sum() > 0:  # drop the farthest 1 % of points so that a few outliers do not shrink the picture
+        d = np.linalg.norm(xyz - np.median(xyz[keep], 0), axis=1)
+        keep &= d <= np.quantile(d[keep], 0.99)
+    idx = np.nonzero(keep)[0]
+    if len(idx) > max_points:
+        idx = np.random.default_rng(0).choice(idx, max_points, replace=False)
+    p, c = xyz[idx], label_colors(lmap.label[idx], lmap.num_classes)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    for ax, (u, v, title) in zip(axes, [(a, b, "top view"), (a, up, "side view")]):
+        ax.scatter(p @ u, p @ v, c=c, s=0.5, linewidths=0)
+        ax.set_aspect("equal")
+        ax.set_title(f"{title}: {len(idx)} points, {lmap.num_classes} labels")
+        ax.set_xlabel("m")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def label_dataset(conf, dataset: SeasonsDataset, out_dir: Path, overwrite: bool = False) -> dict[str, Path]:
+    """Features, map descriptors, database segmentation and labelled map of every map of ``dataset``, plus a
+    ``.ply`` and a picture per map (what ``fgsn-loc label-map`` runs; the semantic localizers do the same in
+    their ``prepare``).
+
+    Args:
+        conf: keys ``features``, ``map``, ``semantics``, ``label_map`` (see :data:`cli_conf`).
+        dataset: the dataset.
+        out_dir: output folder; caches go to ``out_dir/cache``.
+    Returns:
+        map_id -> labelled map path.
+    """
+    from . import features as feature_step
+    from . import semantics, sfm_map
+
+    out_dir = Path(out_dir)
+    cache = out_dir / "cache"
+    feature_path = cache / feature_step.feature_filename(conf.features)
+    feature_step.main(conf.features, [(r.key, r.path) for r in dataset.database], feature_path)
+    labels_path = semantics.ensure_labels(conf.semantics, dataset.database, cache)
+    out = {}
+    for map_id in dataset.maps:
+        map_path = cache / sfm_map.map_filename(map_id, feature_path.name)
+        sfm_map.main(conf.map, dataset, map_id, feature_path, map_path)
+        name = labelled_map_filename(map_path, semantics.source_name(conf.semantics))
+        out[map_id] = main(conf.label_map, dataset, map_id, labels_path, map_path, out_dir / name, overwrite=overwrite)
+        lmap = LabelledMap.load(out[map_id])
+        export_ply(lmap, out[map_id].with_suffix(".ply"))
+        render_picture(lmap, out[map_id].with_suffix(".png"), dataset.up)
+    return out
+
+
+def cli_conf() -> dict:
+    """Default configuration of ``fgsn-loc label-map`` (the same keys as the semantic localizers' sections)."""
+    from . import features as feature_step
+    from . import semantics, sfm_map
+
+    return {"features": feature_step.default_conf, "map": sfm_map.default_conf, "semantics": semantics.default_conf,
+            "label_map": default_conf}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=["cmu", "robotcar"])
+    parser.add_argument("--root", required=True, type=Path, help="dataset root folder")
+    parser.add_argument("--slices", help="CMU slices, e.g. 2,3 (default: all present)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (cache, labelled maps, .ply, .png)")
+    parser.add_argument("--config", type=Path, help="YAML configuration (features, map, semantics, label_map)")
+    parser.add_argument("--overwrite", action="store_true", help="recompute the labelled maps")
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value overrides, e.g. semantics.checkpoint=CKPT semantics.segment.resize_short=160")
+
+
+def run(args: argparse.Namespace) -> None:
+    from fgsn.utils.config import merge_config, save_config
+    from fgsn.utils.logging import setup_logging
+
+    from .datasets import load_dataset, parse_slices
+
+    conf = merge_config(cli_conf(), yaml_path=args.config, overrides=args.overrides)
+    save_config(conf, args.out / "config.yaml")
+    setup_logging(args.out / "log.txt")
+    dataset = load_dataset(args.dataset, args.root, parse_slices(args.slices))
+    for map_id, path in label_dataset(conf, dataset, args.out, overwrite=args.overwrite).items():
+        print(f"{map_id}: {path} (+ .ply, .png)")

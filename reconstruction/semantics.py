@@ -1,0 +1,208 @@
+"""Semantic label sources for the semantic localizers: one label file holding every database and query image.
+
+The semantic input is pluggable (``conf.source``):
+
+- ``checkpoint``: segment the images with an FGSN or any PSPNet checkpoint (fine-grained clusters, or a coarse
+  semantic network such as the CamVid-pretrained one from ``fgsn-loc pretrain-seg``), with the sliding window
+  of :mod:`fgsn.segment`; the label file is cached in the work folder and resumable per image;
+- ``labels``: a precomputed label file (``fgsn-loc segment`` schema) whose names are the images' keys
+  (paths relative to the dataset root: ``fgsn-loc segment --images DATASET_ROOT`` writes exactly these).
+
+Precomputed label PNGs (e.g. the demo dataset's ground-truth semantics) become a label file with
+:func:`labels_from_pngs`.
+
+The label file follows :mod:`fgsn.segment`'s schema: one group per image key with ``labels`` (H, W) at the
+image's own resolution, file attribute ``num_classes``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import h5py
+import numpy as np
+
+from .datasets import DatasetError, ImageRecord
+
+logger = logging.getLogger(__name__)
+
+default_conf = {
+    "source": "checkpoint",  # checkpoint: segment with an FGSN / PSPNet checkpoint; labels: a precomputed label file
+    "checkpoint": None,  # FGSN / PSPNet checkpoint (.pt) for source=checkpoint
+    "labels": None,  # label HDF5 file (fgsn-loc segment schema, names = image keys) for source=labels
+    "name": None,  # short name of the label source in artifact names; default: derived from the path
+    "segment": {  # sliding-window inference settings for source=checkpoint (use the network's training ones)
+        "resize_short": 1024,  # shorter image side fed to the network, pixels (paper: 1024)
+        "patch": 713,  # sliding-window patch side, pixels (paper: 713)
+        "step": 476,  # sliding-window stride, pixels (paper: 476)
+        "batch_size": 4,  # windows per forward pass
+        "device": "auto",  # auto (cuda when present), cpu or cuda
+    },
+}
+
+
+def source_name(conf) -> str:
+    """Short, file-name-safe name of the label source (``conf.name``, else from the checkpoint or label path).
+
+    A checkpoint ``outputs/train-fgsn/fgsn-cpu-k20/checkpoints/best.pt`` is named after its experiment folder
+    (``fgsn-cpu-k20``) plus the inference resolution, so that two networks or two resolutions never share a cache.
+    """
+    if conf.get("name"):
+        name = str(conf.name)
+    elif conf.source == "checkpoint":
+        if not conf.checkpoint:
+            raise ValueError("semantics.source=checkpoint needs semantics.checkpoint=PATH (or use source=labels)")
+        p = Path(conf.checkpoint)
+        name = (p.parent.parent.name if p.parent.name == "checkpoints" else p.parent.name) + f"-{p.stem}"
+        name += f"-s{conf.segment.resize_short}"
+    elif conf.source == "labels":
+        if not conf.labels:
+            raise ValueError("semantics.source=labels needs semantics.labels=PATH")
+        name = Path(conf.labels).stem.removeprefix("labels-")
+    else:
+        raise ValueError(f"semantics.source must be 'checkpoint' or 'labels', got {conf.source!r}")
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def labels_path(conf, cache_dir: Path) -> Path:
+    """Where the label file of ``conf`` is (``labels``) or will be written (``cache_dir/labels-<name>.h5``)."""
+    if conf.source == "labels":
+        source_name(conf)  # validates
+        return Path(conf.labels)
+    return Path(cache_dir) / f"labels-{source_name(conf)}.h5"
+
+
+def _names_in(path: Path) -> set[str]:
+    names: set[str] = set()
+    if path.exists():
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda n, o: names.add(n[: -len("/labels")]) if n.endswith("/labels") else None)
+    return names
+
+
+def ensure_labels(conf, records: Sequence[ImageRecord], cache_dir: Path) -> Path:
+    """Make sure a label file holds every record (named by ``ImageRecord.key``) and return its path.
+
+    Args:
+        conf: see :data:`default_conf`.
+        records: database and query images that need labels.
+        cache_dir: folder of the segmentation cache (``source=checkpoint``).
+    Returns:
+        Path of the label file.
+    Raises:
+        DatasetError: ``source=labels`` and the file is missing or lacks some images (names the first few).
+        FileNotFoundError: the checkpoint does not exist.
+    """
+    path = labels_path(conf, cache_dir)
+    if conf.source == "labels":
+        if not path.is_file():
+            raise DatasetError(f"{path}: label file not found")
+        missing = [r.key for r in records if r.key not in _names_in(path)]
+        if missing:
+            raise DatasetError(f"{path}: no labels for {len(missing)} of {len(records)} images, e.g. {missing[:3]} "
+                               "(names must be image paths relative to the dataset root)")
+        return path
+    ckpt = Path(conf.checkpoint)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: segmentation checkpoint not found")
+    done = _names_in(path)
+    todo = [r for r in records if r.key not in done]
+    if todo:
+        from fgsn.models import PSPNet
+        from fgsn.segment import segment_images
+
+        logger.info("Segmenting %d images with %s into %s.", len(todo), ckpt, path)
+        model = PSPNet.from_checkpoint(ckpt)
+        segment_images(model, [r.path for r in todo], path, names=[r.key for r in todo], conf=dict(conf.segment))
+        with h5py.File(path, "a") as f:
+            f.attrs["checkpoint"] = str(ckpt)
+    return path
+
+
+class LabelReader:
+    """Reads label maps of a label file by image key; picklable (the file is opened lazily in each process).
+
+    Args:
+        path: label HDF5 file (:mod:`fgsn.segment` schema).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with h5py.File(self.path, "r") as f:
+            if "num_classes" not in f.attrs:
+                raise DatasetError(f"{self.path}: not a label file (no num_classes attribute)")
+            self.num_classes = int(f.attrs["num_classes"])
+        self._file = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_file": None}
+
+    def _f(self) -> h5py.File:
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file
+
+    def labels(self, key: str) -> np.ndarray:
+        """(H, W) int64 label map of image ``key``. Raises KeyError naming the file when absent."""
+        f = self._f()
+        if key not in f or "labels" not in f[key]:
+            raise KeyError(f"{self.path}: no labels for {key!r}")
+        return f[key]["labels"][()].astype(np.int64)
+
+    def at(self, key: str, keypoints: np.ndarray) -> np.ndarray:
+        """(N,) int64 labels at (N, 2) pixel coordinates (x, y; integer = pixel centre; rounded, clipped)."""
+        return labels_at(self.labels(key), keypoints)
+
+
+def labels_at(label_map: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """Labels of a (H, W) map at (N, 2) pixel coordinates (x, y), integer = pixel centre; rounded and clipped.
+
+    Raises:
+        ValueError: ``keypoints`` is not (N, 2).
+    """
+    keypoints = np.asarray(keypoints)
+    if keypoints.ndim != 2 or keypoints.shape[1] != 2:
+        raise ValueError(f"keypoints must be (N, 2), got {keypoints.shape}")
+    H, W = label_map.shape[:2]
+    x = np.clip(np.rint(keypoints[:, 0]).astype(np.int64), 0, W - 1)
+    y = np.clip(np.rint(keypoints[:, 1]).astype(np.int64), 0, H - 1)
+    return label_map[y, x].astype(np.int64)
+
+
+def labels_from_pngs(items: Sequence[tuple[str, Path]], out_path: Path, num_classes: int,
+                     overwrite: bool = False) -> Path:
+    """Write precomputed label PNGs (single channel, one label per pixel) to a label file; resumable.
+
+    Args:
+        items: (image key, PNG path) pairs.
+        out_path: label HDF5 file.
+        num_classes: number of labels K (labels must be < K).
+    Raises:
+        DatasetError: a PNG is missing, unreadable, not single-channel or has a label >= K (names the file).
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = set() if overwrite else _names_in(out_path)
+    with h5py.File(out_path, "a") as f:
+        f.attrs["num_classes"] = int(num_classes)
+        for key, png in items:
+            if key in done:
+                continue
+            lab = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+            if lab is None:
+                raise DatasetError(f"{png}: label image missing or unreadable")
+            if lab.ndim != 2:
+                raise DatasetError(f"{png}: label image must be single-channel, got shape {lab.shape}")
+            if lab.max(initial=0) >= num_classes:
+                raise DatasetError(f"{png}: label {int(lab.max())} >= num_classes {num_classes}")
+            if key in f:
+                del f[key]
+            g = f.create_group(key)
+            g.create_dataset("labels", data=lab.astype(np.uint8 if num_classes <= 256 else np.uint16),
+                             compression="gzip", compression_opts=4)
+            g.attrs["num_classes"] = int(num_classes)
+            g.attrs["image_size"] = (lab.shape[1], lab.shape[0])
+    return out_path

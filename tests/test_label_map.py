@@ -1,0 +1,97 @@
+"""Label sources and labelled maps: majority voting on known answers, label lookup at pixel centres, the labelled
+map of a generated street against its ground-truth semantics, bad inputs."""
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from fgsn.utils.config import merge_config
+from reconstruction import label_map, semantics
+from reconstruction.datasets import DatasetError, load_dataset
+from reconstruction.geometry import camera_center
+from reconstruction.label_map import LabelledMap, vote
+from reconstruction.semantics import LabelReader, labels_at
+
+
+class TestVote:
+    def test_known_answer(self):
+        rows = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+        labels = np.array([3, 3, 1, 2, 0, 4, 4, 4, 1])
+        label, conf, votes = vote(rows, labels, num_points=4, num_classes=5)
+        np.testing.assert_array_equal(label, [3, 0, 4, -1])  # point 1: tie 2 vs 0 -> smallest label
+        np.testing.assert_allclose(conf, [2 / 3, 1 / 2, 3 / 4, 0])
+        np.testing.assert_array_equal(votes, [3, 2, 4, 0])
+
+    def test_empty_and_bad(self):
+        label, conf, votes = vote(np.zeros(0, int), np.zeros(0, int), 3, 2)
+        np.testing.assert_array_equal(label, [-1, -1, -1])
+        with pytest.raises(ValueError, match="labels must lie"):
+            vote(np.array([0]), np.array([2]), 1, 2)
+
+
+class TestLabelsAt:
+    def test_pixel_centres_rounding_and_clipping(self):
+        lab = np.arange(12).reshape(3, 4)
+        kp = np.array([[0, 0], [3, 2], [1.4, 0.6], [2.5001, 1.2], [-3, 9]])
+        np.testing.assert_array_equal(labels_at(lab, kp), [0, 11, 5, 7, 8])
+
+    def test_shape_error(self):
+        with pytest.raises(ValueError, match=r"\(N, 2\)"):
+            labels_at(np.zeros((2, 2)), np.zeros((3, 3)))
+
+
+class TestLabelFiles:
+    def test_pngs_round_trip_and_errors(self, tmp_path):
+        lab = np.random.default_rng(0).integers(0, 7, (5, 6)).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "a.png"), lab)
+        path = semantics.labels_from_pngs([("s/db/a.jpg", tmp_path / "a.png")], tmp_path / "l.h5", 7)
+        reader = LabelReader(path)
+        assert reader.num_classes == 7
+        np.testing.assert_array_equal(reader.labels("s/db/a.jpg"), lab)
+        np.testing.assert_array_equal(reader.at("s/db/a.jpg", np.array([[5, 4]])), [lab[4, 5]])
+        with pytest.raises(KeyError, match="no labels"):
+            reader.labels("missing.jpg")
+        with pytest.raises(DatasetError, match="b.png: label image missing"):
+            semantics.labels_from_pngs([("b", tmp_path / "b.png")], tmp_path / "l2.h5", 7)
+        with pytest.raises(DatasetError, match="a.png: label 6 >= num_classes 5"):
+            semantics.labels_from_pngs([("a", tmp_path / "a.png")], tmp_path / "l3.h5", 5)
+
+    def test_source_names_and_missing_images(self, tmp_path):
+        conf = merge_config(semantics.default_conf, overrides=[
+            "checkpoint=outputs/train-fgsn/fgsn-cpu-k20/checkpoints/best.pt", "segment.resize_short=160"])
+        assert semantics.source_name(conf) == "fgsn-cpu-k20-best-s160"
+        with pytest.raises(ValueError, match="needs semantics.checkpoint"):
+            semantics.source_name(merge_config(semantics.default_conf))
+        conf = merge_config(semantics.default_conf, overrides=["source=labels", f"labels={tmp_path / 'none.h5'}"])
+        with pytest.raises(DatasetError, match="none.h5: label file not found"):
+            semantics.ensure_labels(conf, [], tmp_path)
+
+
+def test_labelled_map_of_generated_street(semantic_demo, tmp_path):
+    """Points triangulated from database images carry the class of the surface they lie on: the voted label
+    agrees with the ground-truth class maps (which are exact), and the statistics are consistent."""
+    from reconstruction import features as feature_step
+    from reconstruction import sfm_map
+
+    data, cache, labels = semantic_demo
+    ds = load_dataset("cmu", data)
+    conf = merge_config(label_map.cli_conf(), overrides=["semantics.source=labels", f"semantics.labels={labels}"])
+    out = label_map.label_dataset(conf, ds, tmp_path)
+    (map_id, path), = out.items()
+    lmap = LabelledMap.load(path)
+    assert path.with_suffix(".ply").stat().st_size > 1000 and path.with_suffix(".png").stat().st_size > 1000
+    with h5py.File(tmp_path / "cache" / sfm_map.map_filename(map_id, feature_step.feature_filename(conf.features))) as f:
+        np.testing.assert_array_equal(lmap.xyz, f["xyz"][()])  # rows aligned with the map file
+    ok = lmap.label >= 0
+    assert ok.mean() > 0.95
+    assert np.median(lmap.confidence[ok]) == 1.0  # exact semantics: nearly all observations agree
+    assert lmap.label[ok].max() < lmap.num_classes == 10
+    assert np.all(lmap.track_length[ok] >= 2) and np.all(lmap.d_min[ok] <= lmap.d_max[ok])
+    # the database cameras drive at a fixed height above the road (z = 0, world up +z)
+    db_heights = [camera_center(r.cam_from_world)[2] for r in ds.database]
+    assert np.nanmin(lmap.cam_height[ok]) >= min(db_heights) - 1e-3
+    assert np.nanmax(lmap.cam_height[ok]) <= max(db_heights) + 1e-3
+    # geometric sanity of the labels: road/sidewalk/marking points lie near z = 0, sky points do not exist
+    ground = np.isin(lmap.label, [1, 2, 8])
+    assert ground.sum() > 20 and np.median(np.abs(lmap.xyz[ground, 2])) < 0.3
+    assert (lmap.label == 0).mean() < 0.03, (lmap.label == 0).mean()
