@@ -1,0 +1,267 @@
+"""GSMC (localization.gsmc): the pose family of a match, projection, scores on a constructed labelled street,
+weighted sampling, the reduced mode, and an end-to-end run on a generated demo with ground-truth semantics."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from localization import gsmc
+from localization.ransac import sample_minimal_sets
+from reconstruction.datasets import Camera
+from reconstruction.geometry import camera_center, pose_errors, random_rotation
+from reconstruction.label_map import LabelledMap
+
+torch.set_num_threads(1)
+
+CAM = Camera("OPENCV", 160, 120, (110.0, 110.0, 80.0, 60.0, -0.05, 0.01, 0.0005, -0.0003))
+WALL_Y = 7.0  # building fronts at y = +-7 m, ground z = 0, world up +z
+
+
+def _look(yaw_deg: float, pitch_deg: float) -> np.ndarray:
+    """cam_from_world rotation of a camera looking along +x rotated by yaw (about +z) and pitch."""
+    base = np.array([[0.0, -1, 0], [0, 0, -1], [1, 0, 0]])  # x right = -y, y down = -z, z forward = +x
+    y, p = math.radians(yaw_deg), math.radians(pitch_deg)
+    Rz = np.array([[math.cos(y), -math.sin(y), 0], [math.sin(y), math.cos(y), 0], [0, 0, 1]])
+    Ry = np.array([[math.cos(p), 0, math.sin(p)], [0, 1, 0], [-math.sin(p), 0, math.cos(p)]])  # pitch down for p < 0
+    return base @ (Rz @ Ry).T
+
+
+def _surface_label(P: np.ndarray) -> np.ndarray:
+    """Label of surface points: road 1 / sidewalk 2 on the ground, a 3 m x 2 m checker of labels 3-5 on the walls."""
+    on_ground = np.abs(P[:, 2]) < 1e-6
+    ground = np.where(np.abs(P[:, 1]) < 4.0, 1, 2)
+    wall = 3 + (np.floor(P[:, 0] / 3.0) + np.floor(P[:, 2] / 2.0) + (P[:, 1] > 0)).astype(int) % 3
+    return np.where(on_ground, ground, wall)
+
+
+def _render_labels(cam_from_world: np.ndarray) -> np.ndarray:
+    """Ray-cast the label map of the street (ground, two walls up to 15 m, sky 0) with the distorted camera."""
+    W, H = CAM.width, CAM.height
+    xs, ys = np.meshgrid(np.arange(W), np.arange(H))
+    pix = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    xn = CAM.to_pycolmap().cam_from_img(pix + 0.5)
+    rays = np.concatenate([xn, np.ones((len(xn), 1))], 1) @ cam_from_world[:, :3]  # world directions
+    C = camera_center(cam_from_world)
+    best = np.full(len(rays), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for axis, value in ((2, 0.0), (1, WALL_Y), (1, -WALL_Y)):
+            t = (value - C[axis]) / rays[:, axis]
+            hit = C + t[:, None] * rays
+            ok = (t > 0) & (t < best) & ((axis == 2) | ((hit[:, 2] >= 0) & (hit[:, 2] < 15)))
+            best = np.where(ok, t, best)
+    lab = np.zeros(len(rays), np.int64)
+    hit = np.isfinite(best)
+    P = C + best[hit, None] * rays[hit]
+    P[np.abs(P[:, 2]) < 1e-6, 2] = 0.0
+    lab[hit] = _surface_label(P)
+    return lab.reshape(H, W)
+
+
+def _street(rng: np.random.Generator, n_points: int = 3000):
+    """A labelled map of the street seen from database cameras along the road; returns (lmap, database poses)."""
+    db = [np.concatenate([_look(-10, -2), (-_look(-10, -2) @ np.array([x, -2.0, 1.8]))[:, None]], 1)
+          for x in np.arange(-10.0, 40.0, 2.0)]
+    n_wall = n_points * 2 // 3
+    side = rng.choice([-1.0, 1.0], n_wall)
+    wall = np.stack([rng.uniform(0, 45, n_wall), side * WALL_Y, rng.uniform(0, 15, n_wall)], 1)
+    ground = np.stack([rng.uniform(0, 45, n_points - n_wall), rng.uniform(-WALL_Y, WALL_Y, n_points - n_wall),
+                       np.zeros(n_points - n_wall)], 1)
+    xyz = np.concatenate([wall, ground])
+    centers = camera_center(np.array(db))
+    d_min, d_max, view_dir, spread = [], [], [], []
+    for X in xyz:
+        v = centers - X
+        dist = np.linalg.norm(v, axis=1)
+        seen = dist < 35.0
+        u = v[seen] / dist[seen, None]
+        m = u.mean(0) / np.linalg.norm(u.mean(0))
+        d_min.append(dist[seen].min()); d_max.append(dist[seen].max())  # noqa: E702
+        view_dir.append(m); spread.append(np.arccos(np.clip(u @ m, -1, 1)).max())  # noqa: E702
+    M = len(xyz)
+    lmap = LabelledMap(xyz=xyz, label=_surface_label(xyz), confidence=np.ones(M, np.float32),
+                       track_length=np.full(M, 3, np.int32), d_min=np.array(d_min, np.float32),
+                       d_max=np.array(d_max, np.float32), view_dir=np.array(view_dir, np.float32),
+                       view_spread=np.array(spread, np.float32), cam_height=np.full(M, 1.8, np.float32), num_classes=6)
+    return lmap, np.array(db)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """The street, a query camera (lateral offset and yaw unlike the database's), its label map, and 12 true and 12
+    wrong matches (a true keypoint's bearing paired with a random other point)."""
+    rng = np.random.default_rng(0)
+    lmap, db = _street(rng)
+    R = _look(-4, -2)
+    C = np.array([8.0, -1.4, 1.8])
+    T = np.concatenate([R, (-R @ C)[:, None]], 1)
+    labels = _render_labels(T)
+    Xc = lmap.xyz @ R.T + T[:, 3]
+    uv = CAM.to_pycolmap().img_from_cam(Xc) - 0.5
+    inside = (Xc[:, 2] > 2) & np.all((uv > 5) & (uv < [CAM.width - 6, CAM.height - 6]), 1) & (lmap.xyz[:, 2] > 0.5)
+    true_rows = rng.choice(np.nonzero(inside)[0], 12, replace=False)
+    bearings = Xc[true_rows] / np.linalg.norm(Xc[true_rows], axis=1, keepdims=True)
+    wrong_rows = rng.choice(np.nonzero(~inside & (lmap.xyz[:, 2] > 0.5))[0], 12, replace=False)
+    return {"lmap": lmap, "db": db, "T": T, "labels": labels, "bearings": np.concatenate([bearings, bearings]),
+            "rows": np.concatenate([true_rows, wrong_rows]), "is_true": np.arange(24) < 12}
+
+
+def _scores(scene, **kw):
+    lmap, rows = scene["lmap"], scene["rows"]
+    up = np.array([0.0, 0, 1])
+    heights = lmap.cam_height[rows][:, None].astype(np.float64) + np.array([-0.5, 0.0, 0.5])
+    g = gsmc.gravity_in_camera(scene["db"], up)
+    kw.setdefault("point_rows", np.arange(len(lmap.xyz)))
+    return gsmc.match_scores(scene["bearings"], lmap.xyz[rows], heights, g, up, lmap, query_labels=scene["labels"],
+                             camera=CAM, **kw)
+
+
+class TestPoseFamily:
+    @pytest.mark.parametrize("up", [(0, 0, 1.0), (0, 0, -1.0), (0.3, -0.5, 0.8)])
+    def test_exact_angle_gives_true_pose(self, up):
+        rng = np.random.default_rng(1)
+        up = np.array(up) / np.linalg.norm(up)
+        R, C = random_rotation(rng), rng.normal(size=(3,)) * 10
+        X = C + R.T @ np.array([2.0, -1.0, 12.0])
+        d = R @ (X - C) / np.linalg.norm(X - C)
+        u, a1, a2 = gsmc.horizontal_basis(up)
+        w = (X - C) - ((X - C) @ u) * u
+        Rf, Cf, valid = gsmc.pose_family(d[None], X[None], R @ up, up, np.array([[C @ u, C @ u + 0.5]]),
+                                         np.array([math.atan2(w @ a2, w @ a1), 0.3]))
+        assert Rf.shape == (1, 2, 3, 3) and Cf.shape == (1, 2, 2, 3) and valid.shape == (1, 2)
+        np.testing.assert_allclose(Rf[0, 0], R, atol=1e-12)
+        np.testing.assert_allclose(Cf[0, 0, 0], C, atol=1e-9)
+        # every hypothesis sees X along the bearing, with the camera at its height
+        for h in range(2):
+            for n in range(2):
+                b = Rf[0, n] @ (X - Cf[0, h, n])
+                np.testing.assert_allclose(b / np.linalg.norm(b), d, atol=1e-12)
+                assert Cf[0, h, n] @ u == pytest.approx(C @ u + 0.5 * h)
+                np.testing.assert_allclose(Rf[0, n] @ up, R @ up, atol=1e-12)
+
+    def test_sampled_family_contains_truth(self, scene):
+        """360 angles x 3 heights around the true match: some hypothesis within half an angle step of the truth
+        (position error <= horizontal distance x 0.5 deg, rotation error <= 0.5 deg plus the gravity noise)."""
+        lmap, T = scene["lmap"], scene["T"]
+        up = np.array([0.0, 0, 1])
+        g = gsmc.gravity_in_camera(scene["db"], up)  # from the database, not from T
+        k = 0
+        row = scene["rows"][k]
+        heights = np.array([[1.3, 1.8, 2.3]])
+        Rf, Cf, valid = gsmc.pose_family(scene["bearings"][k:k + 1], lmap.xyz[row][None], g, up, heights,
+                                         np.arange(360) * math.pi / 180)
+        assert valid.all()
+        R = np.broadcast_to(Rf[0][None], (3, 360, 3, 3)).reshape(-1, 3, 3)
+        Cs = Cf[0].reshape(-1, 3)
+        poses = np.concatenate([R, -np.einsum("nij,nj->ni", R, Cs)[:, :, None]], 2)
+        et, er = pose_errors(poses, np.broadcast_to(T, poses.shape))
+        best = np.argmin(et + er * 0.1)
+        r = np.linalg.norm((lmap.xyz[row] - camera_center(T))[:2])
+        assert et[best] < r * math.radians(0.5) + 0.02 and er[best] < 0.6
+
+    def test_invalid_height_and_horizontal_ray(self):
+        up = np.array([0.0, 0, 1])
+        d = np.array([[0.0, 0.0, 1.0], [0.0, -0.5, 1.0]])  # camera looks along +z_cam; up_cam = -y_cam
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        X = np.array([[5.0, 0, 2.0], [5.0, 0, 2.0]])
+        _, _, valid = gsmc.pose_family(d, X, np.array([0.0, -1, 0]), up, np.array([[1.0, 3.0], [1.0, 3.0]]), [0.0])
+        # horizontal ray: no circle; upward ray: only a camera below the point
+        assert valid.tolist() == [[False, False], [True, False]]
+
+    def test_shapes_checked(self):
+        with pytest.raises(ValueError, match="heights"):
+            gsmc.pose_family(np.zeros((2, 3)), np.zeros((2, 3)), [0, 0, 1], [0, 0, 1], np.zeros(2), [0.0])
+
+
+class TestProjector:
+    def test_matches_pycolmap(self):
+        rng = np.random.default_rng(2)
+        Xc = np.concatenate([rng.uniform(-0.9, 0.9, (500, 2)), np.ones((500, 1))], 1) * rng.uniform(1, 20, (500, 1))
+        u, v, ok = gsmc.CameraProjector(CAM)(torch.as_tensor(Xc))
+        ref = CAM.to_pycolmap().img_from_cam(Xc) - 0.5
+        inside = np.all((ref > -0.5) & (ref < [CAM.width - 0.5, CAM.height - 0.5]), 1)
+        np.testing.assert_allclose(np.stack([u.numpy(), v.numpy()], 1)[inside], ref[inside], atol=1e-6)
+        assert np.array_equal(ok.numpy(), inside) and inside.sum() > 100 and (~inside).sum() > 50
+
+    def test_behind_and_far_outside_rejected(self):
+        cam = Camera("OPENCV", 100, 100, (50.0, 50.0, 50.0, 50.0, -0.4, 0.0, 0.0, 0.0))  # folds back for r >~ 1.3
+        Xc = torch.tensor([[0.0, 0.0, -5.0], [3.0, 0.0, 1.0], [0.1, 0.0, 1.0]], dtype=torch.float64)
+        _, _, ok = gsmc.CameraProjector(cam)(Xc)
+        assert ok.tolist() == [False, False, True]
+
+    def test_unsupported_model(self):
+        with pytest.raises(ValueError, match="FISHEYE"):
+            gsmc.CameraProjector(Camera("OPENCV_FISHEYE", 10, 10, (5.0, 5.0, 5.0, 5.0, 0, 0, 0, 0)))
+
+
+class TestScores:
+    def test_true_pose_scores_its_visible_points(self, scene):
+        """At the true pose nearly every visible labelled point agrees with the rendered query labels."""
+        lmap, T = scene["lmap"], scene["T"]
+        pts = {k: torch.as_tensor(getattr(lmap, k)) for k in ("label", "d_min", "d_max", "view_spread")}
+        pts["xyz"] = torch.as_tensor(lmap.xyz)
+        pts["view_dir"] = torch.as_tensor(lmap.view_dir, dtype=torch.float64)
+        R = torch.as_tensor(T[None, :, :3])
+        C = torch.as_tensor(camera_center(T)[None])
+        labels = torch.as_tensor(scene["labels"])
+        proj = gsmc.CameraProjector(CAM)
+        agree = int(gsmc.score_poses(R, C, pts, labels, proj, math.radians(10))[0])
+        shifted = int(gsmc.score_poses(R, C + torch.tensor([0.0, 3.0, 0.0], dtype=torch.float64), pts, labels, proj,
+                                       math.radians(10))[0])
+        same = {**pts, "label": torch.zeros_like(pts["label"])}  # every visible, projected point agrees
+        visible = int(gsmc.score_poses(R, C, same, torch.zeros_like(labels), proj, math.radians(10))[0])
+        assert agree > 0.9 * visible > 100
+        assert shifted < 0.75 * agree
+
+    def test_true_matches_score_higher(self, scene):
+        s = _scores(scene)
+        true, wrong = s[scene["is_true"]], s[~scene["is_true"]]
+        assert np.median(true) > 3 * max(np.median(wrong), 1)
+        assert (true > np.median(wrong)).mean() >= 0.9
+
+    def test_reduced_mode_still_ranks_true_higher(self, scene):
+        rng = np.random.default_rng(3)
+        sub = np.sort(rng.choice(len(scene["lmap"].xyz), 600, replace=False))
+        s = _scores(scene, num_angles=36, point_rows=sub)
+        true, wrong = s[scene["is_true"]], s[~scene["is_true"]]
+        assert np.median(true) > 2 * max(np.median(wrong), 1)
+        assert (true > np.median(wrong)).mean() >= 0.75
+
+    def test_batching_and_view_cone_do_not_change_true_scores(self, scene):
+        full = _scores(scene, num_angles=90)
+        small = _scores(scene, num_angles=90, max_batch_elements=20000)  # many small batches
+        assert np.abs(full - small).max() <= 2  # float32 coordinates relative to another origin: boundary pixels
+        lmap, rows = scene["lmap"], scene["rows"]
+        cone = _scores(scene, num_angles=90, restrict_to_view_cone=True,
+                       match_view=(lmap.view_dir[rows].astype(np.float64), lmap.view_spread[rows].astype(np.float64)))
+        assert np.all(cone <= full)
+        t = scene["is_true"]
+        assert np.median(cone[t]) >= 0.8 * np.median(full[t])  # the truth lies inside the cone
+
+    def test_resampled_query_labels(self, scene):
+        """A label map at twice the camera's resolution gives the same scores as the native one."""
+        big = np.repeat(np.repeat(scene["labels"], 2, axis=0), 2, axis=1)
+        a = _scores(scene, num_angles=36)
+        b = _scores({**scene, "labels": big}, num_angles=36)
+        assert np.abs(a - b).max() <= 0.05 * a.max()
+
+    def test_empty_inputs(self, scene):
+        assert _scores(scene, point_rows=np.zeros(0, np.int64)).tolist() == [0] * 24
+
+
+class TestWeightedSampling:
+    def test_high_scores_drawn_more(self):
+        scores = np.array([100, 100, 50, 0, 0, 0, 0, 0, 0, 0])
+        w = gsmc.sampling_weights(scores, eps=1.0)
+        np.testing.assert_allclose(w.sum(), 1.0)
+        assert w[0] == pytest.approx(101 / (250 + 10))
+        sets = sample_minimal_sets(len(w), 20000, np.random.default_rng(0), w)
+        freq = np.bincount(sets.ravel(), minlength=len(w)) / sets.size
+        assert freq[0] > 3 * freq[3] and freq[2] > freq[3] and freq[3] > 0  # eps keeps zero-score matches drawable
+
+    def test_gravity_from_database(self):
+        up = np.array([0.0, 0, 1])
+        db = [np.concatenate([_look(yaw, -2), np.zeros((3, 1))], 1) for yaw in (-30, 0, 45)]
+        np.testing.assert_allclose(gsmc.gravity_in_camera(np.array(db), up), _look(0, -2) @ up, atol=1e-12)
+        with pytest.raises(ValueError):
+            gsmc.gravity_in_camera(np.zeros((0, 3, 4)), up)
