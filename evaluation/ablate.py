@@ -71,7 +71,11 @@ def _network_semantics(net) -> dict:
     return sem
 
 
-def _run(conf, dataset, method: str, out_dir: Path, cache_dir: Path, semantics: dict | None) -> dict:
+def run_method(conf, dataset, method: str, out_dir: Path, cache_dir: Path, semantics: dict | None) -> dict:
+    """Localize (resuming) and evaluate one method; ``semantics`` is its label source (None for P3P / APR).
+
+    Uses ``conf.workers``, ``conf.seed``, ``conf.localizer`` and ``conf.method_overrides``; returns ``eval.json``.
+    """
     extra = {"workers": conf.workers, "seed": conf.seed, "cache_dir": str(cache_dir)}
     loc = OmegaConf.merge(OmegaConf.create(conf.localizer or {}),
                           OmegaConf.create((conf.method_overrides or {}).get(method) or {}))
@@ -221,7 +225,7 @@ def main(conf, out_dir: Path) -> dict:
     raw: dict[str, int] = {}
     if conf.baseline:
         run_dir = out_dir / conf.baseline
-        ev = _run(conf, dataset, conf.baseline, run_dir, cache, None)
+        ev = run_method(conf, dataset, conf.baseline, run_dir, cache, None)
         raw = {n: r["num_matches"] for n, r in read_results(run_dir / "results.jsonl").items()}
         ablation["baseline"] = {"method": conf.baseline, "eval": ev, "inliers": inliers_per_condition(run_dir, raw)}
     for method in conf.methods:
@@ -229,7 +233,7 @@ def main(conf, out_dir: Path) -> dict:
         for name, sem, k in nets:
             run_dir = out_dir / name / method
             logger.info("Ablation: %s with %s", method, name)
-            ev = _run(conf, dataset, method, run_dir, cache, sem)
+            ev = run_method(conf, dataset, method, run_dir, cache, sem)
             ablation["methods"][method][name] = {"num_clusters": k, "eval": ev,
                                                  "inliers": inliers_per_condition(run_dir, raw)}
     (out_dir / "ablation.json").write_text(json.dumps(ablation, indent=2))

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label-map": ("reconstruction.label_map", "label every 3D point of a map with the majority segmentation label"),
     "localize": ("localization.localize", "batch-localize the queries of a benchmark dataset"),
     "evaluate": ("evaluation.evaluate", "recall at thresholds per condition and scene group"),
+    "figures": ("evaluation.figures", "per-query figures of a semantic run: segmentation, projected map labels, inliers"),
     "ablate": ("evaluation.ablate", "segment -> label-map -> localize -> evaluate for several networks and methods"),
     "train-apr": ("localization.apr.train", "train and test an absolute pose regression baseline (PoseNet, AtLoc, VLocNet, ...)"),
     "train-fgsn": ("fgsn.train", "train a fine-grained segmentation network on cross-season correspondences"),

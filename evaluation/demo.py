@@ -1,12 +1,17 @@
-"""``fgsn-loc demo``: generate the built-in synthetic dataset, triangulate its map, localize its queries with
-P3P-RANSAC and evaluate, all under one output folder (a few minutes on 2 CPU cores)::
+"""``fgsn-loc demo``: the whole toolkit on its built-in synthetic dataset, under one output folder (about ten
+minutes on 2 CPU cores, most of it FGSN training)::
 
-    OUT/data/          the generated dataset (Extended CMU layout, see reconstruction.synthetic)
-    OUT/data/slice2/sparse/   the triangulated COLMAP model
-    OUT/cache/         features, map descriptors, matches
-    OUT/p3p/           results.jsonl, submission.txt, eval.json, eval.md, cumulative_errors.png
+    OUT/data/                  the generated dataset (Extended CMU layout, see reconstruction.synthetic), with
+                               its cross-season correspondence dataset and odometry
+    OUT/data/slice2/sparse/    the triangulated COLMAP model (fgsn-loc build-map)
+    OUT/fgsn/                  a small FGSN (ResNet-18, K clusters) trained on the generated correspondences
+    OUT/cache/                 features, map descriptors, matches, FGSN labels, labelled maps (+ .ply / .png)
+    OUT/p3p/                   P3P-RANSAC: results.jsonl, submission.txt, eval.json, eval.md, cumulative_errors.png
+    OUT/fgsn-k<K>/<method>/    the same for each semantic method (SSMC, GSMC, PFSL) with the FGSN labels
+    OUT/fgsn-k<K>/<method>/figures/   per-query figures: segmentation, projected map labels, inliers
+    OUT/table.md               recall per condition of every method, inlier statistics (evaluation.ablate)
 
-Every step is resumable: running the demo again reuses what exists.
+Every step is resumable: running the demo again reuses what exists. ``methods=[p3p]`` skips FGSN training.
 """
 from __future__ import annotations
 
@@ -14,26 +19,56 @@ import argparse
 import logging
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from fgsn.utils.config import merge_config
 from fgsn.utils.logging import setup_logging
-from localization import localize
 from reconstruction import build_map, synthetic
 from reconstruction.datasets import load_dataset
 
-from . import evaluate
+from . import ablate, figures
 
 logger = logging.getLogger(__name__)
+
+SEMANTIC_METHODS = ("ssmc", "gsmc", "pfsl")
 
 default_conf = {
     "data": synthetic.default_conf,  # the generator's configuration
     "build_map": build_map.default_conf,  # triangulation of the database images
-    "methods": ["p3p"],  # localization methods to run and evaluate
+    "methods": ["p3p", *SEMANTIC_METHODS],  # localization methods to run and evaluate
     "workers": 1,  # localization processes
+    "figures_per_condition": 1,  # per-query figures (evaluation.figures) of each semantic run, per condition
+    "fgsn": {  # the small FGSN of the semantic methods: overrides of fgsn.train.default_conf (CPU preset)
+        "experiment": "demo-fgsn",
+        "seed": 0,
+        "model": {"depth": 18, "num_classes": 20},  # ResNet-18 backbone, K = 20 clusters
+        "data": {"resize_short": 160, "crop_size": 128},  # network resolution and crops, pixels
+        "clustering": {"recluster": False},  # cluster once at iteration 0 (the paper's best variant)
+        "inference": {"patch": 128, "step": 86, "batch_size": 8},  # sliding window, pixels
+        "train": {"iterations": 300, "lr": 0.01, "lr_schedule": "poly", "log_interval": 25, "val_interval": 150,
+                  "val_max_pairs": 16, "save_interval": 50, "num_threads": 2},
+    },
+    "localizer": None,  # overrides of every method's localizer section, e.g. {ransac: {num_iterations: 2000}}
 }
 
 
-def main(conf, out_dir: Path, overwrite: bool = False) -> dict[str, dict]:
-    """Run the demo; returns method -> eval.json dictionary."""
+def train_fgsn(conf, data_dir: Path, out_dir: Path) -> Path:
+    """Train (or resume) the demo FGSN on the generated correspondences; returns its best checkpoint."""
+    from fgsn import train
+
+    c = merge_config(train.default_conf, extra=OmegaConf.to_container(conf))
+    c.data.root = str(data_dir / "correspondence")
+    return train.main(c, out_dir, restore=True)
+
+
+def main(conf, out_dir: Path, overwrite: bool = False) -> dict:
+    """Run the demo; returns the ablation dictionary (``evaluation.ablate.main``) of all methods.
+
+    Args:
+        conf: see :data:`default_conf`.
+        out_dir: output folder (resumable).
+        overwrite: regenerate the dataset and the map (runs are resumed, not redone; delete OUT to start over).
+    """
     out_dir = Path(out_dir)
     setup_logging(out_dir / "log.txt")
     data_dir = out_dir / "data"
@@ -42,24 +77,37 @@ def main(conf, out_dir: Path, overwrite: bool = False) -> dict[str, dict]:
     for map_id, src in dataset.maps.items():
         if overwrite or not (src.model_path / "points3D.bin").exists():
             build_map.main(conf.build_map, dataset, map_id, src.model_path, out_dir / "cache", overwrite=True)
-    reports = {}
-    for method in conf.methods:
-        run_conf = localize.build_conf(method, extra={"workers": conf.workers, "cache_dir": str(out_dir / "cache")})
-        run_dir = out_dir / method
-        submission = localize.main(run_conf, dataset, run_dir, resume=not overwrite, overwrite=overwrite)
-        reports[method] = evaluate.main(dataset, submission, run_dir)
-        logger.info("%s:\n%s", method, (run_dir / "eval.md").read_text())
-    return reports
+    semantic = [m for m in conf.methods if m in SEMANTIC_METHODS]
+    networks = []
+    if semantic:
+        ckpt = train_fgsn(conf.fgsn, data_dir, out_dir / "fgsn")
+        k = int(conf.fgsn.model.num_classes)
+        networks.append({"name": f"fgsn-k{k}", "checkpoint": str(ckpt), "num_clusters": k,
+                         "segment": {"resize_short": conf.fgsn.data.resize_short, "patch": conf.fgsn.inference.patch,
+                                     "step": conf.fgsn.inference.step, "batch_size": conf.fgsn.inference.batch_size}})
+    baseline = [m for m in conf.methods if m not in SEMANTIC_METHODS]
+    if len(baseline) > 1:
+        raise ValueError(f"the demo runs one non-semantic method (the baseline row), got {baseline}")
+    ab_conf = merge_config(ablate.default_conf, extra={
+        "dataset": "cmu", "root": str(data_dir), "baseline": baseline[0] if baseline else None, "methods": semantic,
+        "networks": networks, "columns": "conditions", "workers": conf.workers,
+        "localizer": OmegaConf.to_container(conf.localizer) if conf.localizer else None})
+    result = ablate.main(ab_conf, out_dir)
+    for net in networks:
+        for method in semantic:
+            figures.main(dataset, out_dir / net["name"] / method, int(conf.figures_per_condition))
+    logger.info("Demo results (%s):\n%s", out_dir / "table.md", (out_dir / "table.md").read_text())
+    return result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")
-    parser.add_argument("--overwrite", action="store_true", help="regenerate everything")
+    parser.add_argument("--overwrite", action="store_true", help="regenerate the dataset and the map")
     parser.add_argument("--config", type=Path, help="YAML configuration")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.trajectory.n_queries=20")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.trajectory.n_queries=20 methods=[p3p]")
 
 
 def run(args: argparse.Namespace) -> None:
     conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides)
     main(conf, args.out, overwrite=args.overwrite)
-    print(f"Demo finished; results in {args.out}")
+    print(f"Demo finished; results in {args.out} (summary: {args.out / 'table.md'})")
