@@ -150,3 +150,70 @@ class TestLosses:
     def test_relative_errors_needs_window(self):
         with pytest.raises(ValueError, match="T>=2"):
             relative_errors(torch.zeros(2, 1, 3), torch.zeros(2, 1, 4), torch.zeros(2, 1, 3), torch.zeros(2, 1, 4))
+
+
+class TestModelLosses:
+    """Each model's ``loss`` on hand-made predictions equals the paper's formula computed by hand."""
+
+    @staticmethod
+    def _model(name, **extra):
+        from localization.apr.models import get_model
+
+        return get_model(name)({"backbone": {"depth": 10, "base_width": 8}, **extra})
+
+    def test_posenet_original_and_geometric(self):
+        p = torch.zeros(1, 1, 3)
+        q = torch.tensor([[[1.0, 0, 0, 0]]])
+        pred = {"positions_all": torch.tensor([1.0, 2.0, 2.0]).expand(3, 1, 1, 3),  # ||dp|| = 3 at every regressor
+                "qvecs_raw_all": torch.tensor([2.0, 0, 0, 0]).expand(3, 1, 1, 4),  # normalised: no orientation error
+                "position": torch.tensor([[[1.0, 2.0, 2.0]]]), "qvec": q}
+        model = self._model("posenet", feat_dim=8, aux_dim=8)
+        losses, _ = model.loss(pred, {"position": p, "qvec": q})
+        assert losses["total"].item() == pytest.approx((0.3 + 0.3 + 1.0) * 3.0, rel=1e-6)
+        assert losses["reg1"].item() == pytest.approx(0.9, rel=1e-6)
+        # geometric loss, look-at distance 2 m with positions in units of 2 m: one unit, as in
+        # test_geometric_loss_known_value, where one regressor's loss is 2 + 1/sqrt 2
+        model = self._model("posenet", feat_dim=8, aux_dim=8, loss="geometric", lookat_distance_m=2.0)
+        model.set_pose_stats([0.0, 0.0, 0.0], 2.0)
+        pred["positions_all"] = torch.tensor([1.0, 0.0, 0.0]).expand(3, 1, 1, 3)
+        losses, _ = model.loss(pred, {"position": p, "qvec": q})
+        assert losses["total"].item() == pytest.approx(1.6 * (2 + 1 / math.sqrt(2)), rel=1e-6)
+
+    def test_atloc(self):
+        model = self._model("atloc", feat_dim=8)
+        q = _qz(math.pi / 2)[None, None].float()  # log q = (0, 0, pi/4)
+        pred = {"position": torch.tensor([[[1.0, -2.0, 0.5]]]), "logq": torch.zeros(1, 1, 3),
+                "qvec": torch.tensor([[[1.0, 0, 0, 0]]])}
+        losses, metrics = model.loss(pred, {"position": torch.zeros(1, 1, 3), "qvec": q})
+        # beta = 0, gamma = -3 at initialisation: 3.5 e^0 + 0 + (pi/4) e^3 - 3
+        assert losses["total"].item() == pytest.approx(3.5 + math.pi / 4 * math.exp(3.0) - 3.0, rel=1e-6)
+        assert metrics["err_R_deg"].item() == pytest.approx(90.0, abs=1e-3)
+
+    def test_atloc_plus(self):
+        model = self._model("atloc_plus", feat_dim=8, rel_weight=0.5, rel_gamma_init=-1.0)
+        ident = torch.tensor([1.0, 0, 0, 0]).expand(1, 2, 4)
+        pred = {"position": torch.tensor([[[0.0, 0, 0], [1.0, 0, 0]]]), "logq": torch.zeros(1, 2, 3), "qvec": ident}
+        data = {"position": torch.tensor([[[0.0, 0, 0], [0.0, 2, 0]]]), "qvec": ident}
+        losses, _ = model.loss(pred, data)
+        # absolute: L1 errors 0 and 3 -> 1.5; 1.5 e^0 + 0 + 0 e^3 - 3 = -1.5
+        # relative: dp^ = (1, 0, 0), dp = (0, 2, 0) -> 3; 3 e^0 + 0 + 0 e^1 - 1 = 2; total -1.5 + 0.5 * 2
+        assert losses["abs_p"].item() == pytest.approx(1.5) and losses["rel_p"].item() == pytest.approx(3.0)
+        assert losses["total"].item() == pytest.approx(-0.5, rel=1e-6)
+
+    def test_vlocnet(self):
+        model = self._model("vlocnet", fc_dim=8, pose_channels=4)
+        ident = torch.tensor([1.0, 0, 0, 0])
+        data = {"position": torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]]]), "qvec": ident.expand(1, 3, 4)}
+        pred = {"position": torch.tensor([[[1.0, 0, 0], [2.0, 0, 3.0]]]), "qvec": ident.expand(1, 2, 4)}
+        losses, _ = model.loss(pred, data)  # the last two frames; no odometry prediction given
+        # L_x = (0 + 3) / 2 plus the consecutive-pair error ||(1, 0, 3) - (1, 0, 0)|| = 3; L_q = 0
+        assert losses["geo_x"].item() == pytest.approx(3.0)
+        assert losses["total"].item() == pytest.approx(4.5 + 0.0 + 0.0 * math.exp(3.0) - 3.0, rel=1e-6)
+
+    def test_colorization(self):
+        model = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8)
+        pred = {"position": torch.tensor([[[3.0, 4.0, 0.0]]]), "qvec": _qz(0.4)[None, None].float(),
+                "ab": torch.full((1, 2, 4, 4), 0.5), "ab_gt": torch.zeros(1, 2, 4, 4)}
+        losses, _ = model.loss(pred, {"position": torch.zeros(1, 1, 3), "qvec": torch.tensor([[[1.0, 0, 0, 0]]])})
+        # 5 + 3 ||q_z(0.4) - 1|| + 0.2 * 0.5, with ||q_z(0.4) - 1|| = 2 sin(0.1)
+        assert losses["total"].item() == pytest.approx(5.0 + 3.0 * 2 * math.sin(0.1) + 0.1, rel=1e-6)
