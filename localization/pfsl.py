@@ -105,7 +105,7 @@ default_conf = {
     "init": {
         "min_inliers": 15,  # a single-image estimate needs this many P3P inliers to (re)initialise
         "ssmc": False,  # keep only label-consistent matches (SSMC) for the single-image estimate
-        "sigma_t_m": 1.0,  # initial spread of the particle positions, metres
+        "sigma_t_m": 0.3,  # initial spread of the particle positions, metres
         "sigma_rot_rad": 0.05,  # initial spread of the particle rotations, radians
     },
     "reinit": {
@@ -827,6 +827,9 @@ class PFSLLocalizer(SemanticLocalizer):
         states = run_filter(frames, points, conf, rng, single_image, up=self.dataset.up)
         out = failed("unreadable image")
         out["odometry"] = source
+        for r, fr in zip(records, out["frames"]):
+            if r.key in self.bad_images:
+                fr["info"]["reason"] = self.bad_images[r.key]
         for j, st in zip(range(len(usable)), states):
             fr = out["frames"][usable[j]]
             info = {"odometry": source, "event": st["event"], "pfsl_frame": j}
