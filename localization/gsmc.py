@@ -60,6 +60,7 @@ default_conf = {
     "eps": 1.0,  # sampling weight of a match = score + eps (points); > 0 keeps every match drawable
     "seed": 0,  # seed of the point subsample (per map)
     "device": "auto",  # auto (cuda when present), cpu or cuda
+    "num_threads": 1,  # torch CPU threads while scoring (parallelise over queries with --workers instead)
     "max_batch_elements": 1000000,  # poses x points per tensor batch (memory / speed only; larger on a GPU)
 }
 
@@ -413,17 +414,28 @@ class GSMCLocalizer(SemanticLocalizer):
         lm = self.labelled_map(query.map_id)
         pi = matches["point_idx"]
         heights = lm.cam_height[pi].astype(np.float64)[:, None] + np.asarray(list(c.height_offsets_m), np.float64)
-        with torch.no_grad():
-            scores = match_scores(
-                matches["bearings"], matches["points3D"], heights, self.gravity(query), self.dataset.up, lm,
-                self.point_rows(query.map_id, st["max_points"]), self.label_reader().labels(query.key), query.camera,
-                num_angles=st["num_angles"], restrict_to_view_cone=bool(c.restrict_to_view_cone),
-                match_view=(lm.view_dir[pi].astype(np.float64), lm.view_spread[pi].astype(np.float64)),
-                view_margin_deg=float(c.view_margin_deg), distance_margin=float(c.distance_margin),
-                min_elevation_deg=float(c.min_elevation_deg), device=st["device"],
-                max_batch_elements=int(c.max_batch_elements))
+        threads = torch.get_num_threads()
+        if st["device"].type == "cpu":  # small elementwise kernels: extra threads only contend on a busy machine
+            torch.set_num_threads(int(c.num_threads))
+        try:
+            scores = self._scores(query, matches, lm, heights, st)
+        finally:
+            torch.set_num_threads(threads)
         weights = sampling_weights(scores, float(c.eps))
         info = {"gsmc_mode": st["mode"], "gsmc_time_s": time.perf_counter() - t0,
                 "score_max": int(scores.max(initial=0)), "score_median": float(np.median(scores)) if len(scores) else 0.0,
                 "num_scored_matches": int((scores > 0).sum())}
         return np.ones(len(pi), bool), weights if len(pi) else None, info
+
+    @torch.no_grad()
+    def _scores(self, query: ImageRecord, matches: dict, lm: LabelledMap, heights: np.ndarray, st: dict) -> np.ndarray:
+        c = self.conf.gsmc
+        pi = matches["point_idx"]
+        return match_scores(
+            matches["bearings"], matches["points3D"], heights, self.gravity(query), self.dataset.up, lm,
+            self.point_rows(query.map_id, st["max_points"]), self.label_reader().labels(query.key), query.camera,
+            num_angles=st["num_angles"], restrict_to_view_cone=bool(c.restrict_to_view_cone),
+            match_view=(lm.view_dir[pi].astype(np.float64), lm.view_spread[pi].astype(np.float64)),
+            view_margin_deg=float(c.view_margin_deg), distance_margin=float(c.distance_margin),
+            min_elevation_deg=float(c.min_elevation_deg), device=st["device"],
+            max_batch_elements=int(c.max_batch_elements))

@@ -12,8 +12,6 @@ from reconstruction.datasets import Camera
 from reconstruction.geometry import camera_center, pose_errors, random_rotation
 from reconstruction.label_map import LabelledMap
 
-torch.set_num_threads(1)
-
 CAM = Camera("OPENCV", 160, 120, (110.0, 110.0, 80.0, 60.0, -0.05, 0.01, 0.0005, -0.0003))
 WALL_Y = 7.0  # building fronts at y = +-7 m, ground z = 0, world up +z
 
@@ -84,6 +82,15 @@ def _street(rng: np.random.Generator, n_points: int = 3000):
                        d_max=np.array(d_max, np.float32), view_dir=np.array(view_dir, np.float32),
                        view_spread=np.array(spread, np.float32), cam_height=np.full(M, 1.8, np.float32), num_classes=6)
     return lmap, np.array(db)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small elementwise kernels: one torch thread is faster on a busy 2-core machine (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
