@@ -38,6 +38,7 @@ import zlib
 import numpy as np
 import torch
 
+from fgsn.segment import resolve_device
 from reconstruction.datasets import Camera, ImageRecord
 from reconstruction.geometry import to_colmap_pixels
 from reconstruction.label_map import LabelledMap
@@ -353,12 +354,6 @@ def sampling_weights(scores: np.ndarray, eps: float) -> np.ndarray:
     return w / w.sum() if len(w) else w
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # ----------------------------------------------------------------------------------------------------- localizer
 class GSMCLocalizer(SemanticLocalizer):
     """P3P-RANSAC with minimal sets drawn by GSMC semantic consistency scores (all matches kept)."""
@@ -378,7 +373,7 @@ class GSMCLocalizer(SemanticLocalizer):
     def settings(self) -> dict:
         """The effective mode, device, angles and point budget (``mode: auto`` resolved)."""
         c = self.conf.gsmc
-        device = _resolve_device(str(c.device))
+        device = resolve_device(str(c.device))
         mode = c.mode if c.mode != "auto" else ("full" if device.type == "cuda" else "reduced")
         full = mode == "full"
         return {"mode": mode, "device": device, "num_angles": int(c.num_angles if full else c.reduced_num_angles),

@@ -252,6 +252,12 @@ class TestScores:
         b = _scores({**scene, "labels": big}, num_angles=36)
         assert np.abs(a - b).max() <= 0.05 * a.max()
 
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    def test_cuda_matches_cpu(self, scene):
+        cpu = _scores(scene, num_angles=36)
+        gpu = _scores(scene, num_angles=36, device="cuda", max_batch_elements=50_000_000)
+        assert np.abs(cpu - gpu).max() <= 2
+
     def test_empty_inputs(self, scene):
         assert _scores(scene, point_rows=np.zeros(0, np.int64)).tolist() == [0] * 24
 
