@@ -58,7 +58,7 @@ def train_fgsn(conf, data_dir: Path, out_dir: Path) -> Path:
 
     c = merge_config(train.default_conf, extra=OmegaConf.to_container(conf))
     c.data.root = str(data_dir / "correspondence")
-    return train.main(c, out_dir, restore=True)
+    return train.main(c, out_dir, restore=(Path(out_dir) / "checkpoints" / "last.pt").exists())
 
 
 def main(conf, out_dir: Path, overwrite: bool = False) -> dict:
