@@ -93,6 +93,7 @@ default_conf = {
         "w_class": 1.0,  # weight of L_class (0 = ablation)
         "w_corr": 1.0,  # weight of L_corr (0 = ablation)
         "freeze_bn": False,  # keep BatchNorm in eval mode (sensible with a pre-trained init and batch 1)
+        "freeze_ppm_bn": True,  # keep the pyramid-pooling BatchNorms in eval mode (ours; see _freeze_bn)
         "log_interval": 50,  # iterations between training-loss rows in metrics.csv
         "val_interval": 1000,  # iterations between validations
         "val_max_pairs": None,  # validate on the first N validation pairs; null = all
@@ -141,6 +142,13 @@ def _labels_at(label_map: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def _freeze_bn(model: torch.nn.Module) -> None:
+    """BatchNorm layers of ``model`` to eval mode (running statistics, not batch statistics).
+
+    Applied to the pyramid-pooling stages alone (``train.freeze_ppm_bn``, ours): with the batch of one training
+    pair, the bin-1 stage normalises 2 values per channel, so every channel becomes exactly +-1 and the
+    reference and target crops always get opposite global-context codes -- a train / inference mismatch that
+    also tells the network which crop is the reference (the one L_class labels), working against L_corr.
+    """
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
@@ -390,6 +398,8 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             model.train()
             if t.freeze_bn:
                 _freeze_bn(model)
+            elif t.freeze_ppm_bn:
+                _freeze_bn(model.ppm)
             lr = _lr(conf, it)
             for g in optimizer.param_groups:
                 g["lr"] = lr

@@ -70,3 +70,16 @@ def test_recluster_resets_classifier(tiny_corr_root, tmp_path):
 def test_misspelt_key_rejected(tiny_corr_root):
     with pytest.raises(ValueError):
         merge_config(default_conf, overrides=["train.iteratons=3"])
+
+
+def test_ppm_batchnorm_frozen(full_run):
+    """train.freeze_ppm_bn (default): the pyramid-pooling BNs keep their initial running statistics, the rest
+    of the network (batch statistics of the training pair) updates them."""
+    out, _ = full_run
+    sd = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    ppm = [k for k in sd if k.startswith("ppm.") and k.endswith("running_mean")]
+    assert ppm
+    for k in ppm:
+        assert torch.equal(sd[k], torch.zeros_like(sd[k]))
+        assert torch.equal(sd[k.replace("running_mean", "running_var")], torch.ones_like(sd[k]))
+    assert not torch.equal(sd["bn5_4.running_mean"], torch.zeros_like(sd["bn5_4.running_mean"]))
