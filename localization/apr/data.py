@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -221,15 +221,18 @@ def read_split(conf: DictConfig | dict, split: str) -> list[PoseRecord]:
 
 @dataclass
 class PoseStats:
-    """Position normalisation from the training split: p_norm = (C - mean) / scale.
+    """Position normalisation from the training split: p_norm = (C - mean) / scale, and the mean rotation.
 
     Attributes:
         mean: (3,) mean camera centre, metres.
         scale: metres per normalised unit (RMS distance of the training centres to their mean, or 1).
+        qvec: (4,) chordal mean world-to-camera quaternion of the training split (w >= 0); sequential models
+            (VLocNet) start each test sequence from the pose (mean, qvec). Identity when unknown.
     """
 
     mean: np.ndarray
     scale: float
+    qvec: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0, 0.0]))
 
     @classmethod
     def from_records(cls, records: Sequence[PoseRecord], mode: str = "rms") -> "PoseStats":
@@ -243,14 +246,17 @@ class PoseStats:
             scale = 1.0
         else:
             raise ValueError(f"position normalisation must be 'rms' or 'none', got {mode!r}")
-        return cls(mean, scale)
+        return cls(mean, scale, mean_pose(records)[1])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": [float(v) for v in self.mean], "scale": float(self.scale)}
+        return {"mean": [float(v) for v in self.mean], "scale": float(self.scale),
+                "qvec": [float(v) for v in self.qvec]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PoseStats":
-        return cls(np.asarray(d["mean"], dtype=np.float64), float(d["scale"]))
+        """Inverse of :meth:`to_dict`; ``qvec`` is optional (identity) for checkpoints written without it."""
+        return cls(np.asarray(d["mean"], dtype=np.float64), float(d["scale"]),
+                   np.asarray(d.get("qvec", [1.0, 0.0, 0.0, 0.0]), dtype=np.float64))
 
 
 def mean_pose(records: Sequence[PoseRecord]) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@
 Single-image models predict each image independently (batched). Sequential models (``model.sequential``,
 VLocNet) are run frame by frame along each sequence in temporal order, each frame receiving the previous
 frame's prediction as previous pose; the first frame of a sequence is predicted twice, first from the
-identity pose at the training centroid, then from its own first prediction.
+mean training pose (centroid and chordal mean rotation, ``model.pose_qvec``), then from its own first
+prediction. (Starting from the identity rotation put the first previous pose 90 degrees or more away from
+every training pose on the demo street, where cameras look along the road, and the chain never recovered.)
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[BaseAPR, dic
     model = get_model(mconf.name)(mconf)
     model.load_state_dict(ckpt["model"])
     stats = PoseStats.from_dict(ckpt["pose_stats"])
-    model.set_pose_stats(stats.mean, stats.scale)
+    model.set_pose_stats(stats.mean, stats.scale, stats.qvec)
     return model.to(device).eval(), ckpt
 
 
@@ -93,7 +95,7 @@ def predict_images(model: BaseAPR, paths: Sequence[Path], sequences: Sequence[st
         for idx in by_seq.values():
             idx = sorted(idx, key=lambda i: orders[i])
             prev_p = torch.zeros(1, 1, 3, device=device)
-            prev_q = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]], device=device)
+            prev_q = model.pose_qvec.view(1, 1, 4).clone()
             prev_img = None
             for k, i in enumerate(idx):
                 img = _preprocess(Path(paths[i]), image_size, crop_size)[None, None].to(device)

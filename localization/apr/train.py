@@ -11,7 +11,8 @@ Outputs (``<output_root>/<experiment>/``, default ``outputs/apr/<experiment>/``)
 
 A checkpoint is a dict (``torch.load(..., weights_only=True)``): ``model`` (state dict, includes the
 position statistics as buffers), ``optimizer``, ``scheduler``, ``config`` (plain dict), ``iteration``,
-``metrics``, ``pose_stats`` (``{"mean": [3 floats, metres], "scale": metres}``), ``map_ids``.
+``metrics``, ``pose_stats`` (``{"mean": [3 floats, metres], "scale": metres, "qvec": [4 floats]}``, the last the
+mean training rotation), ``map_ids``.
 
 Batches are drawn independently per iteration from a generator seeded by (seed, iteration), and augmentation
 by (seed, iteration, index), so a resumed run (``--restore``) sees the same batches as an uninterrupted one.
@@ -140,7 +141,9 @@ class _IterDataset(torch.utils.data.Dataset):
 def quick_errors(positions: np.ndarray, qvecs: np.ndarray, records: Sequence[PoseRecord]) -> dict[str, float]:
     """Median / mean position (m) and rotation (deg) errors against the records' poses.
 
-    A stop-gap until ``evaluation/evaluate.py`` covers APR runs (``fgsn-loc localize --method apr``).
+    Uses the error definitions of ``evaluation/evaluate.py`` (:func:`reconstruction.geometry.pose_errors`); the
+    benchmark tables (recall at the three thresholds) come from ``fgsn-loc localize --method apr`` followed by
+    ``fgsn-loc evaluate``.
     """
     est = np.stack([pose_to_cam_from_world(p, q) for p, q in zip(positions, qvecs)])
     gt = np.stack([pose_to_cam_from_world(r.position, r.qvec) for r in records])
@@ -235,7 +238,7 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
                 len(val_records), len(test_records), np.round(stats.mean, 3).tolist(), stats.scale)
 
     model = get_model(conf.model.name)(conf.model)
-    model.set_pose_stats(stats.mean, stats.scale)
+    model.set_pose_stats(stats.mean, stats.scale, stats.qvec)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     tc = conf.train

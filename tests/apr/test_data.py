@@ -96,6 +96,9 @@ class TestWindowsAndStats:
         s = PoseStats.from_records(recs)
         assert np.allclose(s.mean, 0) and s.scale == pytest.approx(1.0)
         assert PoseStats.from_dict(s.to_dict()).scale == s.scale
+        assert np.allclose(PoseStats.from_dict(s.to_dict()).qvec, s.qvec) and np.allclose(s.qvec, [1, 0, 0, 0])
+        old = PoseStats.from_dict({"mean": [0, 0, 0], "scale": 2.0})  # checkpoints written before "qvec"
+        assert np.array_equal(old.qvec, [1, 0, 0, 0])
         assert PoseStats.from_records(recs, "none").scale == 1.0
         p, q = mean_pose(recs)
         assert np.allclose(p, 0) and np.allclose(q, [1, 0, 0, 0])

@@ -64,6 +64,8 @@ def test_trained_model_round_trips_through_checkpoint(tmp_path, seven_scenes):
     b = predict_images(loaded, paths, ["s"] * 3, [0, 1, 2], 36, [32, 32], progress=False)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert loaded.s_q.item() == model.s_q.item() != -3.0
+    # the mean training rotation (start of sequential inference) travels in pose_stats
+    assert np.allclose(loaded.pose_qvec.numpy(), stats.qvec, atol=1e-7) and not np.allclose(stats.qvec, [1, 0, 0, 0])
 
 
 def test_holdout_split():

@@ -32,7 +32,8 @@ class BaseAPR(nn.Module):
     and ``loss``.
 
     Buffers ``pose_mean`` (3,) and ``pose_scale`` (1,) hold the training split's position statistics
-    (metres), so that a checkpoint's state dict alone maps outputs back to world coordinates.
+    (metres), so that a checkpoint's state dict alone maps outputs back to world coordinates; ``pose_qvec`` (4,)
+    the mean training rotation (not in the state dict: it comes with the checkpoint's ``pose_stats``).
     """
 
     base_default_conf: dict[str, Any] = {
@@ -53,6 +54,7 @@ class BaseAPR(nn.Module):
         self.conf = conf = OmegaConf.merge(base, conf or {})
         self.register_buffer("pose_mean", torch.zeros(3))
         self.register_buffer("pose_scale", torch.ones(1))
+        self.register_buffer("pose_qvec", torch.tensor([1.0, 0.0, 0.0, 0.0]), persistent=False)
         self.register_buffer("img_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("img_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._init(conf)
@@ -89,9 +91,13 @@ class BaseAPR(nn.Module):
             raise ValueError(f"{type(self).__name__} needs windows of {self.window} frames, got {image.shape[1]}")
         return self._forward(data)
 
-    def set_pose_stats(self, mean, scale: float) -> None:
+    def set_pose_stats(self, mean, scale: float, qvec=None) -> None:
+        """Set the training split's mean centre (3,) and scale (metres) and, optionally, its mean rotation (4,)
+        (the starting pose of sequential inference; kept out of the state dict, restored from ``pose_stats``)."""
         self.pose_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.pose_scale.fill_(float(scale))
+        if qvec is not None:
+            self.pose_qvec.copy_(torch.as_tensor(qvec, dtype=torch.float32))
 
     def denormalize(self, position: torch.Tensor) -> torch.Tensor:
         """Normalised positions (..., 3) -> world coordinates, metres."""
