@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .geometry import invert_pose, pose_from_qvec_center
+from .geometry import estimate_up, invert_pose, pose_from_qvec_center
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ class SeasonsDataset:
         database: reference images with known ``cam_from_world``.
         queries: images to localize (ground truth where published).
         maps: map_id -> :class:`MapSource`.
-        up: (3,) world up direction (unit); used by gravity-aware methods (GSMC).
+        up: (3,) world up direction (unit), estimated from the database poses by the loaders
+            (:func:`reconstruction.geometry.estimate_up`); used by GSMC, PFSL and the labelled maps.
         rig_from_cam: camera_id -> (3, 4) camera -> vehicle transform, where the dataset gives one.
     """
 
@@ -335,7 +336,7 @@ def load_cmu(root: str | Path, slices: Sequence[int] | None = None, scene_groups
         maps[map_id] = MapSource(map_id, sdir / "sparse", sdir / "database", "colmap")
     _check_unique(queries, "query")
     logger.info("CMU: %d slices, %d database images, %d queries.", len(slices), len(database), len(queries))
-    return SeasonsDataset("cmu", root, database, queries, maps)
+    return SeasonsDataset("cmu", root, database, queries, maps, up=_database_up(database))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -454,7 +455,7 @@ def load_robotcar(root: str | Path, cameras: Sequence[str] = ("rear",)) -> Seaso
     _check_unique(queries, "query")
     logger.info("RobotCar: %d database images, %d queries.", len(database), len(queries))
     maps = {map_id: MapSource(map_id, nvm_path, img_root, "nvm")}
-    return SeasonsDataset("robotcar", root, database, queries, maps, rig_from_cam=rig_from_cam)
+    return SeasonsDataset("robotcar", root, database, queries, maps, up=_database_up(database), rig_from_cam=rig_from_cam)
 
 
 def _check_unique(records: list[ImageRecord], what: str) -> None:
@@ -464,6 +465,14 @@ def _check_unique(records: list[ImageRecord], what: str) -> None:
             raise DatasetError(f"{what} name {r.name} appears twice ({seen[r.name]} and {r.key}); the submission "
                                "format needs unique names")
         seen[r.name] = r.key
+
+
+def _database_up(database: list[ImageRecord]) -> np.ndarray:
+    """The world up axis of a dataset, estimated from its database poses (:func:`geometry.estimate_up`)."""
+    poses = [r.cam_from_world for r in database if r.cam_from_world is not None]
+    up = estimate_up(np.array(poses)) if poses else np.array([0.0, 0.0, 1.0])
+    logger.info("World up axis (from %d database poses): (%.3f, %.3f, %.3f)", len(poses), *up)
+    return up
 
 
 def parse_slices(text: str | None) -> list[int] | None:

@@ -111,6 +111,35 @@ def pose_errors(cam_from_world_est: np.ndarray, cam_from_world_gt: np.ndarray) -
     return err_t, err_R
 
 
+def estimate_up(cams_from_world: np.ndarray, snap_deg: float = 10.0) -> np.ndarray:
+    """World up direction from camera poses: the mean of the cameras' image-up directions (-y of the camera
+    frame) in the world frame, snapped to the nearest world axis (+-x, +-y, +-z) when within ``snap_deg``.
+
+    Valid for roughly level cameras (vehicle-mounted, or hand-held photos of buildings): cameras that all pitch
+    down by a few degrees tilt the mean by as much, which the snapping removes for axis-aligned worlds.
+
+    Args:
+        cams_from_world: (N, 3, 4) poses, world -> camera.
+        snap_deg: snapping tolerance, degrees (0 = never snap).
+    Returns:
+        (3,) unit vector, world frame.
+    Raises:
+        ValueError: no pose, a shape other than (N, 3, 4), or image-up directions that cancel out.
+    """
+    T = np.asarray(cams_from_world, dtype=np.float64)
+    if T.ndim != 3 or T.shape[1:] != (3, 4) or len(T) == 0:
+        raise ValueError(f"cams_from_world must be (N, 3, 4) with N > 0, got {T.shape}")
+    m = -T[:, 1, :3].sum(0)  # -R^T e_y = image-up direction in the world frame, summed
+    norm = np.linalg.norm(m)
+    if norm < 1e-6 * len(T):
+        raise ValueError("the cameras' image-up directions cancel out: the up axis is undetermined")
+    m /= norm
+    axis = np.zeros(3)
+    i = int(np.argmax(np.abs(m)))
+    axis[i] = np.sign(m[i])
+    return axis if float(m @ axis) >= np.cos(np.radians(snap_deg)) else m
+
+
 def to_colmap_pixels(xy: np.ndarray) -> np.ndarray:
     """Project convention (integer = pixel centre) -> COLMAP convention (pixel centre at +0.5)."""
     return np.asarray(xy, dtype=np.float64) + 0.5

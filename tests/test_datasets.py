@@ -98,6 +98,7 @@ class TestRobotCar:
         assert all(q.name.startswith("rear/") and q.name.endswith(".jpg") for q in ds.queries)
         assert {q.groups for q in ds.queries if q.condition == "night"} == {("night",)}
         assert {q.groups for q in ds.queries if q.condition != "night"} == {("day",)}
+        np.testing.assert_array_equal(ds.up, [0, 0, -1])  # Strecha's world frame: z points down
         n_gt = sum(q.cam_from_world is not None for q in ds.queries)
         n_train = len((seasons_robotcar / scene / "robotcar_v2_train.txt").read_text().split("\n")) - 1
         assert n_gt == n_train and 0 < n_gt < len(ds.queries)

@@ -56,3 +56,43 @@ class TestPoses:
         assert et == pytest.approx(0.5) and er == pytest.approx(10.0)
         et, er = pose_errors(np.stack([T, est]), np.stack([T, T]))
         np.testing.assert_allclose(et, [0, 0.5], atol=1e-12)
+
+
+class TestEstimateUp:
+    def _level_cameras(self, rng, up_world, n=20, pitch_deg=0.0):
+        """Cameras whose image-up direction is ``up_world`` rotated by a common pitch, random yaw about it."""
+        from reconstruction.geometry import estimate_up  # noqa: F401
+
+        u = np.asarray(up_world, float)
+        a = np.cross(u, [1.0, 0, 0] if abs(u[0]) < 0.9 else [0, 1.0, 0])
+        a /= np.linalg.norm(a)
+        poses = []
+        for yaw in rng.uniform(0, 2 * np.pi, n):
+            f = np.cos(yaw) * a + np.sin(yaw) * np.cross(u, a)  # horizontal viewing direction
+            p = np.radians(pitch_deg)
+            z = np.cos(p) * f - np.sin(p) * u  # pitched down by pitch_deg
+            y = -(np.cos(p) * u + np.sin(p) * f)  # image y points down
+            x = np.cross(y, z)
+            R = np.stack([x, y, z])
+            poses.append(np.hstack([R, rng.normal(size=(3, 1))]))
+        return np.array(poses)
+
+    def test_axes_snapped_and_tilt(self):
+        from reconstruction.geometry import estimate_up
+
+        rng = np.random.default_rng(0)
+        np.testing.assert_allclose(estimate_up(self._level_cameras(rng, [0, 0, 1], pitch_deg=5)), [0, 0, 1])
+        np.testing.assert_allclose(estimate_up(self._level_cameras(rng, [0, 0, -1], pitch_deg=-3)), [0, 0, -1])
+        tilted = np.array([0.0, np.sin(0.5), np.cos(0.5)])  # 28.6 deg from +z: not snapped
+        np.testing.assert_allclose(estimate_up(self._level_cameras(rng, tilted, n=50)), tilted, atol=1e-9)
+        np.testing.assert_allclose(estimate_up(self._level_cameras(rng, [0, 0, 1], pitch_deg=5), snap_deg=0) @ [0, 0, 1],
+                                   np.cos(np.radians(5)), atol=0.02)
+
+    def test_errors(self):
+        from reconstruction.geometry import estimate_up
+
+        with pytest.raises(ValueError, match=r"\(N, 3, 4\)"):
+            estimate_up(np.zeros((0, 3, 4)))
+        R = np.diag([1.0, 1, 1])
+        with pytest.raises(ValueError, match="cancel out"):
+            estimate_up(np.array([np.hstack([R, np.zeros((3, 1))]), np.hstack([np.diag([1.0, -1, -1]), np.zeros((3, 1))])]))
