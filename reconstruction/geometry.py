@@ -111,7 +111,7 @@ def pose_errors(cam_from_world_est: np.ndarray, cam_from_world_gt: np.ndarray) -
     return err_t, err_R
 
 
-def estimate_up(cams_from_world: np.ndarray, snap_deg: float = 10.0) -> np.ndarray:
+def estimate_up(cams_from_world: np.ndarray, snap_deg: float = 15.0) -> np.ndarray:
     """World up direction from camera poses: the mean of the cameras' image-up directions (-y of the camera
     frame) in the world frame, snapped to the nearest world axis (+-x, +-y, +-z) when within ``snap_deg``.
 
