@@ -120,7 +120,11 @@ def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path
     """
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
-        return out_path
+        with h5py.File(out_path, "r") as f:
+            cached_up = f.attrs.get("up")
+        if cached_up is not None and np.allclose(cached_up, dataset.up):
+            return out_path
+        logger.warning("%s was made with another up axis (%s, now %s): relabelling.", out_path, cached_up, dataset.up)
     rec = load_reconstruction(dataset, map_id)
     records = database_records_by_image(dataset, map_id, rec)
     reader = LabelReader(labels_path)
