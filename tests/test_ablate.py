@@ -30,6 +30,7 @@ def test_inlier_statistics_known_answer():
     assert s == {"median_matches": 10.0, "median_inliers": 5.0, "median_inlier_ratio": 0.5,
                  "median_inlier_ratio_raw": 0.25, "few_matches": 1}
     assert ablate.inlier_statistics(res, {}, ["missing"]) == {}
+    assert ablate.inlier_statistics({"a": {"name": "a", "num_matches": 0, "num_inliers": 0}}, {}, ["a"]) == {}
 
 
 def test_bad_network_entries(tmp_path):
