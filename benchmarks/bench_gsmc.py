@@ -19,10 +19,8 @@ it is slow on CPU) every method localizes the same cached matches in one process
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +28,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import torch  # noqa: E402
 
+from _common import seasons_parser  # noqa: E402
 from evaluation.evaluate import recall  # noqa: E402
 from localization.gsmc import GSMCLocalizer  # noqa: E402
 from localization.localize import build_conf, query_rng  # noqa: E402
@@ -54,11 +53,7 @@ def _true_inliers(q, m, threshold_px: float) -> np.ndarray:
 
 
 def main() -> None:
-    repo = Path(__file__).resolve().parents[1]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=repo.parent / "shared" / "data" / "seasons-mini" / "cmu")
-    parser.add_argument("--slices", default="1,2")
-    parser.add_argument("--cache", type=Path, default=repo / "outputs" / "bench" / "cache")
+    parser = seasons_parser(__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=12, help="queries timed (evenly spaced over the dataset)")
     parser.add_argument("--full-queries", type=int, default=4, help="of those, how many also run the full mode")
     parser.add_argument("overrides", nargs="*", help="label source for every semantic method (key=value)")

@@ -8,15 +8,14 @@ query of each estimator, and the time ratio ours / pycolmap measured in the same
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+from _common import seasons_parser  # noqa: E402
 from evaluation.evaluate import THRESHOLDS, recall  # noqa: E402
 from localization.localize import build_conf, query_rng  # noqa: E402
 from localization.ransac import p3p_ransac, pycolmap_ransac  # noqa: E402
@@ -26,11 +25,7 @@ from reconstruction.geometry import pose_errors  # noqa: E402
 
 
 def main() -> None:
-    repo = Path(__file__).resolve().parents[1]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=repo.parent / "shared" / "data" / "seasons-mini" / "cmu")
-    parser.add_argument("--slices", default="1,2")
-    parser.add_argument("--cache", type=Path, default=repo / "outputs" / "bench" / "cache")
+    parser = seasons_parser(__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=10000, help="our RANSAC's fixed iteration count")
     args = parser.parse_args()
 

@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 
 from fgsn.utils.config import merge_config, save_config
 from fgsn.utils.logging import setup_logging
+from fgsn.utils.plotting import pyplot, save_figure
 from localization import localize
 from localization.submission import read_results
 from reconstruction.datasets import load_dataset
@@ -156,11 +157,7 @@ def format_tables(ablation: dict, columns: str) -> str:
 def plot_recall_vs_clusters(ablation: dict, columns: str, path: Path) -> Path | None:
     """Recall at (0.5 m, 5°) against the cluster count (log axis), one panel per method, one line per column;
     the baseline as dashed horizontal lines. Networks without ``num_clusters`` are left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     base = ablation.get("baseline")
     methods = list(ablation["methods"])
     if not methods:
@@ -184,11 +181,7 @@ def plot_recall_vs_clusters(ablation: dict, columns: str, path: Path) -> Path | 
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(conf, out_dir: Path) -> dict:

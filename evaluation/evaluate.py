@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fgsn.utils.logging import setup_logging
+from fgsn.utils.plotting import pyplot, save_figure
 from localization.submission import is_failed_pose, read_results, read_submission
 from reconstruction.datasets import SeasonsDataset, load_dataset, parse_slices
 from reconstruction.geometry import pose_errors
@@ -136,12 +137,7 @@ def format_markdown(report: dict, title: str = "Evaluation") -> str:
 
 def plot_cumulative(errors: dict, conditions: dict[str, list[str]], path: Path) -> Path:
     """Cumulative distribution of position errors per condition (log x axis), saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     xs = np.logspace(-2, 2, 200)
     for cond, names in sorted(conditions.items()):
         et = np.array([errors[n][0] for n in names])
@@ -154,10 +150,7 @@ def plot_cumulative(errors: dict, conditions: dict[str, list[str]], path: Path) 
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from fgsn.utils.io import read_image
+from fgsn.utils.plotting import pyplot, save_figure
 from localization.localize import get_localizer_class
 from localization.semantic import SemanticLocalizer
 from localization.submission import pose_from_record, read_results
@@ -62,11 +63,7 @@ def query_figure(image: np.ndarray, query_labels: np.ndarray, num_classes: int, 
         path: output PNG.
         threshold_px: reprojection error below which a kept match counts as an inlier, pixels.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     H, W = query_labels.shape
     fig, axes = plt.subplots(1, 3, figsize=(18, 18 * H / W / 3 + 0.8))
     seg = label_colors(query_labels.reshape(-1), num_classes).reshape(H, W, 3)
@@ -93,12 +90,7 @@ def query_figure(image: np.ndarray, query_labels: np.ndarray, num_classes: int, 
         ax.set_ylim(H - 0.5, -0.5)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def main(dataset, run_dir: Path, per_condition: int = 2, names: list[str] | None = None) -> list[Path]:

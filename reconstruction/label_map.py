@@ -194,11 +194,9 @@ def export_ply(lmap: LabelledMap, path: Path) -> Path:
 
 def render_picture(lmap: LabelledMap, path: Path, up: np.ndarray = (0, 0, 1), max_points: int = 200_000) -> Path:
     """Save a PNG of the labelled point cloud: a top view (along ``up``) and a side view, coloured by label."""
-    import matplotlib
+    from fgsn.utils.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     up = np.asarray(up, np.float64) / np.linalg.norm(up)
     a = np.cross(up, [1.0, 0, 0] if abs(up[0]) < 0.9 else [0, 1.0, 0])
     a /= np.linalg.norm(a)
@@ -218,12 +216,7 @@ def render_picture(lmap: LabelledMap, path: Path, up: np.ndarray = (0, 0, 1), ma
         ax.set_aspect("equal")
         ax.set_title(f"{title}: {len(idx)} points, {lmap.num_classes} labels")
         ax.set_xlabel("m")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def label_dataset(conf, dataset: SeasonsDataset, out_dir: Path, overwrite: bool = False) -> dict[str, Path]:
