@@ -5,7 +5,7 @@
   NMI = I(U; V) / ((H(U) + H(V)) / 2) (arithmetic normalisation, as scikit-learn's default), and a heatmap PNG
   (rows: clusters sorted by their dominant class; each row normalised to sum 1).
 - On correspondence data: the cross-condition label agreement (fraction of correspondences whose two pixels get
-  the same label), overall and per target condition.
+  the same label), overall and per target condition, and its Cohen's kappa (``fgsn.train.label_agreement``).
 
 Outputs in ``output_dir``: ``metrics.json``, ``contingency.csv`` (K rows x C columns, pixel counts),
 ``contingency.png``.
@@ -27,6 +27,7 @@ from .data.correspondence import load_samples, split_samples
 from .data.image import read_image, resize_short_side, scale_points
 from .models import PSPNet
 from .segment import predict_scores, resolve_device
+from .train import label_agreement
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def semantic_analysis(model: PSPNet, camvid_root: str | Path, conf) -> tuple[np.
 
 @torch.no_grad()
 def correspondence_agreement(model: PSPNet, corr_root: str | Path, conf) -> dict:
-    """Label agreement on correspondence pairs, overall and per target condition."""
+    """Label agreement on correspondence pairs, overall (with Cohen's kappa) and per target condition."""
     samples = load_samples(corr_root)
     tr, va = split_samples(len(samples), conf.val_fraction, conf.split_seed)
     idx = {"val": va, "train": tr, "all": np.arange(len(samples))}[conf.corr_split]
@@ -147,6 +148,8 @@ def correspondence_agreement(model: PSPNet, corr_root: str | Path, conf) -> dict
             labels[(j, role)] = out[k:k + len(p)]
             k += len(p)
     per: dict[str, list[int]] = {}
+    both = [np.concatenate([labels[(j, r)] for j in idx]) if len(idx) else np.zeros(0, np.int64) for r in (0, 1)]
+    _, kappa = label_agreement(*both)
     for j in idx:
         cond = Path(samples[j].tgt_name).parent.name
         a, b = labels[(j, 0)], labels[(j, 1)]
@@ -154,7 +157,7 @@ def correspondence_agreement(model: PSPNet, corr_root: str | Path, conf) -> dict
         c[0] += int((a == b).sum())
         c[1] += len(a)
     tot = [sum(v[0] for v in per.values()), sum(v[1] for v in per.values())]
-    return {"agreement": tot[0] / max(tot[1], 1), "points": tot[1],
+    return {"agreement": tot[0] / max(tot[1], 1), "kappa": kappa, "points": tot[1],
             "per_condition": {k: v[0] / max(v[1], 1) for k, v in sorted(per.items())}}
 
 

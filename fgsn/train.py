@@ -210,6 +210,29 @@ def read_label_maps(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def label_agreement(labels_a: np.ndarray, labels_b: np.ndarray) -> tuple[float, float]:
+    """Agreement of two labellings of the same points and its Cohen's kappa.
+
+    Args:
+        labels_a, labels_b: (N,) integer labels (e.g. the two ends of N correspondences).
+    Returns:
+        (p_o, kappa): p_o = fraction of equal labels; kappa = (p_o - p_e) / (1 - p_e) with p_e = sum_k a_k b_k
+        the chance agreement of the label frequencies a_k, b_k; kappa = 0 when p_e = 1 (one shared constant
+        label) and both are 0 for N = 0.
+    """
+    a, b = np.asarray(labels_a).ravel(), np.asarray(labels_b).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"Label arrays differ in length: {a.shape} vs {b.shape}")
+    if len(a) == 0:
+        return 0.0, 0.0
+    p_o = float(np.mean(a == b))
+    ka, ca = np.unique(a, return_counts=True)
+    kb, cb = np.unique(b, return_counts=True)
+    _, ia, ib = np.intersect1d(ka, kb, return_indices=True)
+    p_e = float(np.sum(ca[ia].astype(np.float64) * cb[ib])) / len(a) ** 2
+    return p_o, ((p_o - p_e) / (1 - p_e) if p_e < 1 else 0.0)
+
+
 @torch.no_grad()
 def validate(model: PSPNet, data: CorrespondenceDataset, label_maps: dict[str, np.ndarray], conf,
              state: ClusterState | None = None) -> dict:
@@ -252,32 +275,25 @@ def validate(model: PSPNet, data: CorrespondenceDataset, label_maps: dict[str, n
         for j, role, p in items:
             res[(j, role)] = out[k:k + len(p)]
             k += len(p)
-    losses, agree, n = [], 0, 0
-    hist_r: dict[int, int] = {}
-    hist_t: dict[int, int] = {}
+    losses, labs_r, labs_t = [], [], []
     for j, c in enumerate(pairs):
         if len(c) == 0:
             continue
         tgt = res[(j, 1)]
-        lab_t = tgt.argmax(1).numpy()
+        labs_t.append(tgt.argmax(1).numpy())
         if state is None:
             ref = res[(j, 0)]
-            lab_r = ref.argmax(1).numpy()
+            labs_r.append(ref.argmax(1).numpy())
             ct = torch.from_numpy(c)
             losses.append(float(corr_loss(F.log_softmax(ref, 1), F.log_softmax(tgt, 1), ct)))
         else:
-            lab_r = c
-        agree += int((lab_r == lab_t).sum())
-        n += len(c)
-        for hist, lab in ((hist_r, lab_r), (hist_t, lab_t)):
-            for k, cnt in zip(*np.unique(lab, return_counts=True)):
-                hist[int(k)] = hist.get(int(k), 0) + int(cnt)
-    used = set(hist_r) | set(hist_t)
-    p_o = agree / max(n, 1)
-    p_e = sum(hist_r[k] * hist_t.get(k, 0) for k in hist_r) / max(n, 1) ** 2
+            labs_r.append(c)
+    lab_r = np.concatenate(labs_r) if labs_r else np.zeros(0, np.int64)
+    lab_t = np.concatenate(labs_t) if labs_t else np.zeros(0, np.int64)
+    agree, kappa = label_agreement(lab_r, lab_t)
     return {"val_loss_corr": float(np.mean(losses)) if losses else float("nan"),
-            "val_agreement": p_o, "val_kappa": (p_o - p_e) / (1 - p_e) if p_e < 1 else 0.0,
-            "val_labels_used": len(used), "val_points": n}
+            "val_agreement": agree, "val_kappa": kappa,
+            "val_labels_used": len(np.union1d(lab_r, lab_t)), "val_points": len(lab_r)}
 
 
 def _lr(conf, it: int) -> float:

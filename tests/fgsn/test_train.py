@@ -1,10 +1,11 @@
 """End-to-end training on a tiny synthetic correspondence set: runs, logs, checkpoints, resumes exactly."""
 import csv
 
+import numpy as np
 import pytest
 import torch
 
-from fgsn.train import default_conf, main
+from fgsn.train import default_conf, label_agreement, main
 from fgsn.utils.config import merge_config
 
 
@@ -83,3 +84,20 @@ def test_ppm_batchnorm_frozen(full_run):
         assert torch.equal(sd[k], torch.zeros_like(sd[k]))
         assert torch.equal(sd[k.replace("running_mean", "running_var")], torch.ones_like(sd[k]))
     assert not torch.equal(sd["bn5_4.running_mean"], torch.zeros_like(sd["bn5_4.running_mean"]))
+
+
+def test_label_agreement_kappa_known_answers():
+    # identical labellings with two equally frequent labels: p_o = 1, p_e = 0.5, kappa = 1
+    assert label_agreement(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1])) == (1.0, 1.0)
+    # a constant labelling on one side: p_o = 0.5 = p_e, kappa = 0
+    assert label_agreement(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0])) == (0.5, 0.0)
+    # both constant and equal: agreement 1 but no information
+    assert label_agreement(np.array([3, 3]), np.array([3, 3])) == (1.0, 0.0)
+    # p_o = 0.75, label frequencies a = (0.5, 0.5), b = (0.25, 0.75): p_e = 0.5, kappa = 0.5
+    assert label_agreement(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])) == (0.75, 0.5)
+    # labels present on one side only do not add chance agreement; swapped labels give kappa -1
+    assert label_agreement(np.array([0, 1]), np.array([1, 0])) == (0.0, -1.0)
+    assert label_agreement(np.array([5, 6]), np.array([7, 8])) == (0.0, 0.0)
+    assert label_agreement(np.zeros(0), np.zeros(0)) == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        label_agreement(np.zeros(2), np.zeros(3))
