@@ -238,11 +238,13 @@ def main(conf, out_dir: Path) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="YAML configuration (see configs/ablate/)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. workers=2 methods=[ssmc]")
+    parser.add_argument("--out", type=Path, help="output folder (default outputs/ablate/<config name>); give it "
+                        "before CONFIG or after the overrides")
 
 
 def run(args: argparse.Namespace) -> None:
     conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides)
-    main(conf, args.out)
-    print(f"Ablation finished: {args.out / 'table.md'}")
+    out = args.out or Path("outputs") / "ablate" / args.config.stem
+    main(conf, out)
+    print(f"Ablation finished: {out / 'table.md'}")
