@@ -118,3 +118,36 @@ class TestImageNetWeights:
                                       **EXTRA["vlocnet"]})
         assert torch.equal(model.backbone.conv1.weight, src.conv1.weight)
         assert torch.equal(model.odo_layer3[0].conv1.weight, src.layer3[0].conv1.weight)
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_vlocnet_scheduled_sampling(prob):
+    """own_prev_prob = 1: frame 2 of a training window receives the detached prediction of frame 1 as previous
+    pose, frame 1 the ground truth of frame 0 (noise off here); own_prev_prob = 0: every frame gets the ground
+    truth of its predecessor."""
+    torch.manual_seed(0)
+    model = get_model("vlocnet")({**TINY, **EXTRA["vlocnet"], "dropout": 0.0, "prev_noise_pos": 0.0,
+                                  "prev_noise_rot_deg": 0.0, "own_prev_prob": prob, "odometry": False}).train()
+    data = _batch(B=2, T=3, size=32)
+    seen = []
+    orig = model._global
+
+    def spy(f3, prev_p, prev_q):
+        seen.append((prev_p, prev_q))
+        return orig(f3, prev_p, prev_q)
+
+    model._global = spy
+    pred = model(data)
+    assert pred["position"].shape == (2, 2, 3) and pred["qvec"].shape == (2, 2, 4)
+    if prob == 0.0:  # one batched call on frames 1, 2 with the ground truth of frames 0, 1
+        assert len(seen) == 1
+        assert torch.allclose(seen[0][0], data["position"][:, :2].reshape(4, 3))
+        return
+    assert len(seen) == 2
+    assert torch.allclose(seen[0][0], data["position"][:, 0]) and torch.allclose(seen[0][1], data["qvec"][:, 0])
+    assert torch.equal(seen[1][0], pred["position"][:, 0].detach()) and not seen[1][0].requires_grad
+    assert torch.equal(seen[1][1], pred["qvec"][:, 0].detach()) and not seen[1][1].requires_grad
+    assert not torch.allclose(seen[1][0], data["position"][:, 1])
+    losses, _ = model.loss(pred, data)
+    losses["total"].backward()
+    assert model.backbone.conv1.weight.grad is not None

@@ -12,7 +12,8 @@ Architecture (ResNet-50 with every ReLU replaced by ELU; Res1..Res5 = ``conv1``,
 
 Training windows have T >= 2 frames (``data.steps``; 3 by default): frame k >= 1 gets the ground-truth pose
 of frame k-1 (with Gaussian noise, a project choice that keeps the network from copying it) as previous
-pose, so predictions cover frames 1..T-1. At test time the previous pose is the previous prediction
+pose, so predictions cover frames 1..T-1; with ``own_prev_prob`` > 0 frames k >= 2 may get the model's own
+detached prediction of frame k-1 instead (scheduled sampling, ours). At test time the previous pose is the previous prediction
 (:mod:`localization.apr.inference`).
 
 Loss with learned weights (init s_x = 0, s_q = -3), for each stream:
@@ -59,6 +60,9 @@ class VLocNet(BaseAPR):
         "geometric_consistency": True,  # add the relative error of consecutive global predictions
         "prev_noise_pos": 0.05,  # std of the noise on the previous position during training, normalised units
         "prev_noise_rot_deg": 2.0,  # std of the noise on the previous orientation during training, degrees
+        "own_prev_prob": 0.0,  # training, windows of T >= 3: probability that frame k >= 2 gets the model's own
+        # (detached) prediction of frame k-1 as previous pose instead of the perturbed ground truth
+        # (scheduled sampling, Bengio et al. 2015; ours), so that it learns to correct its own errors as at test time
         "s_x_init": 0.0,  # initial learned position log-weight
         "s_q_init": -3.0,  # initial learned orientation log-weight
     }
@@ -111,6 +115,24 @@ class VLocNet(BaseAPR):
         dq = torch.cat([torch.cos(half), torch.sin(half) * axis], -1)
         return p, qnormalize(qmul(dq, q))
 
+    def _global_own_prev(self, f3: torch.Tensor, prev_p: torch.Tensor, prev_q: torch.Tensor):
+        """Scheduled sampling over a training window: frames 1..T-1 are predicted in order; frame 1 gets the
+        perturbed ground truth of frame 0, frame k >= 2, with probability ``own_prev_prob`` (drawn per window and
+        frame), the detached prediction of frame k-1 (no gradient through the chain), else the perturbed
+        ground truth of frame k-1."""
+        B, T = f3.shape[:2]
+        ps, qs = [], []
+        for k in range(1, T):
+            pp, pq = prev_p[:, k - 1], prev_q[:, k - 1]
+            if k >= 2:
+                own = torch.rand(B, 1, device=f3.device) < self.conf.own_prev_prob
+                pp = torch.where(own, ps[-1].detach(), pp)
+                pq = torch.where(own, qs[-1].detach(), pq)
+            p, q = self._global(f3[:, k], pp, pq)
+            ps.append(p)
+            qs.append(q)
+        return {"position": torch.stack(ps, 1), "qvec": torch.stack(qs, 1)}
+
     def _forward(self, data):
         image = data["image"]
         B, T = image.shape[:2]
@@ -126,8 +148,11 @@ class VLocNet(BaseAPR):
                 prev_p, prev_q = self._perturb(prev_p, prev_q)
             frames = list(range(1, T))
         Tp = len(frames)
-        p, q = self._global(f3[:, frames].flatten(0, 1), prev_p.reshape(B * Tp, 3), prev_q.reshape(B * Tp, 4))
-        pred = {"position": p.view(B, Tp, 3), "qvec": q.view(B, Tp, 4)}
+        if self.training and "prev_position" not in data and self.conf.own_prev_prob > 0 and T >= 3:
+            pred = self._global_own_prev(f3, prev_p, prev_q)
+        else:
+            p, q = self._global(f3[:, frames].flatten(0, 1), prev_p.reshape(B * Tp, 3), prev_q.reshape(B * Tp, 4))
+            pred = {"position": p.view(B, Tp, 3), "qvec": q.view(B, Tp, 4)}
         if self.conf.odometry:
             if "prev_image" in data:
                 f3_prev = self._trunk(data["prev_image"].flatten(0, 1)).unflatten(0, (B, -1))
