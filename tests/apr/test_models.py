@@ -151,3 +151,23 @@ def test_vlocnet_scheduled_sampling(prob):
     losses, _ = model.loss(pred, data)
     losses["total"].backward()
     assert model.backbone.conv1.weight.grad is not None
+
+
+def test_vlocnet_prev_mean_reset():
+    """prev_mean_prob = 1: every previous pose in training is the mean training pose (normalised origin, the mean
+    rotation), the pose sequential inference starts from; 0.5: a seeded mix of resets and ground truth."""
+    torch.manual_seed(0)
+    model = get_model("vlocnet")({**TINY, **EXTRA["vlocnet"], "prev_noise_pos": 0.0, "prev_noise_rot_deg": 0.0,
+                                  "prev_mean_prob": 1.0, "odometry": False}).train()
+    q0 = qnormalize(torch.tensor([0.9, 0.1, -0.3, 0.2]))
+    model.set_pose_stats([1.0, 2.0, 3.0], 4.0, q0)
+    data = _batch(B=4, T=3, size=32)
+    p, q = model._perturb(data["position"][:, :-1], data["qvec"][:, :-1])
+    assert torch.equal(p, torch.zeros(4, 2, 3)) and torch.allclose(q, q0.expand(4, 2, 4))
+    model.conf.prev_mean_prob = 0.5
+    torch.manual_seed(1)
+    p, q = model._perturb(data["position"][:, :-1], data["qvec"][:, :-1])
+    reset = (p == 0).all(-1)
+    assert reset.int().tolist() == [[0, 0], [1, 1], [0, 1], [0, 0]]  # seeded draw (torch.rand per frame)
+    assert torch.allclose(p[~reset], data["position"][:, :-1][~reset])
+    assert torch.allclose(q[reset], q0.expand(int(reset.sum()), 4))

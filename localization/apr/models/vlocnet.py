@@ -60,6 +60,8 @@ class VLocNet(BaseAPR):
         "geometric_consistency": True,  # add the relative error of consecutive global predictions
         "prev_noise_pos": 0.05,  # std of the noise on the previous position during training, normalised units
         "prev_noise_rot_deg": 2.0,  # std of the noise on the previous orientation during training, degrees
+        "prev_mean_prob": 0.0,  # training: probability that a frame's previous pose is the mean training pose (the
+        # pose every test sequence starts from; ours), so that the image alone must give the pose when the prior is void
         "own_prev_prob": 0.0,  # training, windows of T >= 3: probability that frame k >= 2 gets the model's own
         # (detached) prediction of frame k-1 as previous pose instead of the perturbed ground truth
         # (scheduled sampling, Bengio et al. 2015; ours), so that it learns to correct its own errors as at test time
@@ -113,7 +115,12 @@ class VLocNet(BaseAPR):
         axis = F.normalize(torch.randn_like(p), dim=-1)
         half = 0.5 * math.radians(conf.prev_noise_rot_deg) * torch.randn_like(p[..., :1])
         dq = torch.cat([torch.cos(half), torch.sin(half) * axis], -1)
-        return p, qnormalize(qmul(dq, q))
+        q = qnormalize(qmul(dq, q))
+        if conf.prev_mean_prob > 0:
+            reset = torch.rand(p.shape[:-1] + (1,), device=p.device) < conf.prev_mean_prob
+            p = torch.where(reset, torch.zeros_like(p), p)
+            q = torch.where(reset, self.pose_qvec.to(q).expand_as(q), q)
+        return p, q
 
     def _global_own_prev(self, f3: torch.Tensor, prev_p: torch.Tensor, prev_q: torch.Tensor):
         """Scheduled sampling over a training window: frames 1..T-1 are predicted in order; frame 1 gets the
