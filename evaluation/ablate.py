@@ -48,6 +48,7 @@ default_conf = {
     "networks": [],  # list of {name, checkpoint | labels, num_clusters, segment: {...}} (see docs/semantic.md)
     "columns": "groups+conditions",  # table columns: groups | conditions | groups+conditions
     "workers": 1,  # localization processes
+    "cache_dir": None,  # features / matches / labels cache shared by the runs; null = OUT/cache
     "seed": 0,  # base seed of the runs (each query's generator is seeded from (seed, query))
     "localizer": None,  # overrides for every method's localizer section, e.g. {ransac: {num_iterations: 2000}}
     "method_overrides": None,  # method -> overrides of its localizer section only, e.g. {gsmc: {gsmc: {...}}}
@@ -205,7 +206,7 @@ def main(conf, out_dir: Path) -> dict:
     save_config(conf, out_dir / "config.yaml")
     setup_logging(out_dir / "log.txt")
     dataset = load_dataset(conf.dataset, conf.root, list(conf.slices) if conf.slices else None)
-    cache = out_dir / "cache"
+    cache = Path(conf.cache_dir) if conf.cache_dir else out_dir / "cache"
     by_condition: dict[str, list[str]] = {}
     for q in dataset.queries:
         by_condition.setdefault(q.condition, []).append(q.name)
