@@ -157,7 +157,8 @@ def format_tables(ablation: dict, columns: str) -> str:
 
 def plot_recall_vs_clusters(ablation: dict, columns: str, path: Path) -> Path | None:
     """Recall at (0.5 m, 5°) against the cluster count (log axis), one panel per method, one line per column;
-    the baseline as dashed horizontal lines. Networks without ``num_clusters`` are left out."""
+    the baseline as dashed horizontal lines. Per K the first network listed is plotted (list the variants of a K,
+    e.g. without L_corr, after it); networks without ``num_clusters`` are left out."""
     plt = pyplot()
     base = ablation.get("baseline")
     methods = list(ablation["methods"])
@@ -165,8 +166,11 @@ def plot_recall_vs_clusters(ablation: dict, columns: str, path: Path) -> Path | 
         return None
     fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 4.5), squeeze=False)
     for ax, method in zip(axes[0], methods):
-        rows = [(r["num_clusters"], r["eval"]) for r in ablation["methods"][method].values() if r["num_clusters"]]
-        rows.sort(key=lambda x: x[0])
+        first_of_k: dict[int, dict] = {}  # the first network listed for each K (variants such as no-L_corr follow)
+        for r in ablation["methods"][method].values():
+            if r["num_clusters"]:
+                first_of_k.setdefault(int(r["num_clusters"]), r["eval"])
+        rows = sorted(first_of_k.items())
         if not rows:
             continue
         for ci, (col, _) in enumerate(_columns(rows[0][1], columns)):
