@@ -98,10 +98,11 @@ def inlier_statistics(results: dict[str, dict], raw_matches: dict[str, int], nam
     Returns:
         ``median_matches`` (given to RANSAC), ``median_inliers``, ``median_inlier_ratio`` (inliers / matches
         given to RANSAC), ``median_inlier_ratio_raw`` (inliers / raw matches), ``few_matches`` (queries left
-        with fewer than 4 matches); empty when no query has results or matches (PFSL and APRs report none).
+        with fewer than 4 matches); empty when fewer than half of the queries report matches (PFSL matches only to (re)initialise,
+        APRs never).
     """
     recs = [results[n] for n in names if n in results]
-    if not recs or not any(r["num_matches"] for r in recs):  # none, or a method without matches (PFSL, APR)
+    if 2 * sum(r["num_matches"] > 0 for r in recs) < len(recs):  # no per-query matching: PFSL tracks, APRs regress
         return {}
     m = np.array([r["num_matches"] for r in recs], float)
     i = np.array([r["num_inliers"] for r in recs], float)
