@@ -102,7 +102,7 @@ def inlier_statistics(results: dict[str, dict], raw_matches: dict[str, int], nam
         APRs never).
     """
     recs = [results[n] for n in names if n in results]
-    if 2 * sum(r["num_matches"] > 0 for r in recs) < len(recs):  # no per-query matching: PFSL tracks, APRs regress
+    if not recs or 2 * sum(r["num_matches"] > 0 for r in recs) < len(recs):  # no per-query matching: PFSL tracks, APRs regress
         return {}
     m = np.array([r["num_matches"] for r in recs], float)
     i = np.array([r["num_inliers"] for r in recs], float)

@@ -1,5 +1,5 @@
-"""``fgsn-loc demo``: the whole toolkit on its built-in synthetic dataset, under one output folder (about ten
-minutes on 2 CPU cores, most of it FGSN training)::
+"""``fgsn-loc demo``: the whole toolkit on its built-in synthetic dataset, under one output folder (about three
+minutes on 2 idle CPU cores)::
 
     OUT/data/                  the generated dataset (Extended CMU layout, see reconstruction.synthetic), with
                                its cross-season correspondence dataset and odometry
@@ -45,7 +45,7 @@ default_conf = {
         "data": {"resize_short": 160, "crop_size": 128},  # network resolution and crops, pixels
         "clustering": {"recluster": False},  # cluster once at iteration 0 (the paper's best variant)
         "inference": {"patch": 128, "step": 86, "batch_size": 8},  # sliding window, pixels
-        "train": {"iterations": 200, "lr": 0.01, "lr_schedule": "poly", "log_interval": 25, "val_interval": 100,
+        "train": {"iterations": 500, "lr": 0.01, "lr_schedule": "poly", "log_interval": 25, "val_interval": 250,
                   "val_max_pairs": 16, "save_interval": 50, "num_threads": 2},
     },
     "localizer": None,  # overrides of every method's localizer section, e.g. {ransac: {num_iterations: 2000}}
