@@ -58,6 +58,7 @@ Schema of a sequence file: ``{"sequence": str, "odometry": str, "frames": [{"nam
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -71,10 +72,12 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from reconstruction.datasets import Camera, DatasetError, ImageRecord
-from reconstruction.geometry import camera_center, qvec_to_rotmat
+from reconstruction.geometry import camera_center, compose, invert_pose, qvec_to_rotmat
+from reconstruction.semantics import LabelReader, labels_at
 
 from .base import QueryResult
 from .semantic import SemanticLocalizer
+from .ssmc import consistent_matches
 from .structure import StructureLocalizer
 
 logger = logging.getLogger(__name__)
@@ -262,10 +265,7 @@ def perturb_odometry(cur_from_prev: np.ndarray, rng: np.random.Generator, noise_
 
 def relative_pose(cam_from_world_prev: np.ndarray, cam_from_world_cur: np.ndarray) -> np.ndarray:
     """cur_from_prev = cur_from_world * world_from_prev: (3, 4), (3, 4) -> (3, 4)."""
-    R0, t0 = cam_from_world_prev[:, :3], cam_from_world_prev[:, 3]
-    R1, t1 = cam_from_world_cur[:, :3], cam_from_world_cur[:, 3]
-    R = R1 @ R0.T
-    return np.concatenate([R, (t1 - R @ t0)[:, None]], axis=1)
+    return compose(cam_from_world_cur, invert_pose(cam_from_world_prev))
 
 
 def _normalised_fov(camera: Camera) -> np.ndarray:
@@ -321,10 +321,7 @@ def project_visible(R: np.ndarray, C: np.ndarray, xyz: np.ndarray, d_min: np.nda
 
 def observed_labels(label_image: np.ndarray, uv: np.ndarray, visible: np.ndarray) -> np.ndarray:
     """Labels of a (H, W) label image at (P, M, 2) projections; (P, M) int64, -1 where not visible."""
-    H, W = label_image.shape
-    x = np.clip(np.rint(uv[..., 0]).astype(np.int64), 0, W - 1)
-    y = np.clip(np.rint(uv[..., 1]).astype(np.int64), 0, H - 1)
-    return np.where(visible, label_image[y, x], -1)
+    return np.where(visible, labels_at(label_image, uv.reshape(-1, 2)).reshape(uv.shape[:-1]), -1)
 
 
 def label_frequencies(label_image: np.ndarray, num_classes: int, q_min: float = 1e-3) -> np.ndarray:
@@ -738,7 +735,6 @@ class PFSLLocalizer(SemanticLocalizer):
 
     def _auto_stationary(self) -> list[int]:
         from fgsn.data.correspondence import load_samples
-        from reconstruction.semantics import LabelReader, labels_at
 
         sc = self.conf.pfsl.stationary
         if not sc.correspondence:
@@ -773,7 +769,7 @@ class PFSLLocalizer(SemanticLocalizer):
         keep, weights, info = super().select_matches(query, matches)
         if self.conf.pfsl.init.ssmc:
             q_lab = self.label_reader().at(query.key, matches["keypoints"])
-            keep &= q_lab == self.labelled_map(query.map_id).label[matches["point_idx"]]
+            keep &= consistent_matches(q_lab, self.labelled_map(query.map_id).label[matches["point_idx"]])
         return keep, weights, info
 
     def _single_image(self, query: ImageRecord, rng: np.random.Generator) -> tuple[np.ndarray | None, dict]:
@@ -860,7 +856,4 @@ class PFSLLocalizer(SemanticLocalizer):
 
 def _chain(increments: Sequence[np.ndarray]) -> np.ndarray:
     """Compose consecutive (3, 4) cur_from_prev increments into one (last_from_first)."""
-    R, t = np.eye(3), np.zeros(3)
-    for T in increments:
-        R, t = T[:, :3] @ R, T[:, :3] @ t + T[:, 3]
-    return np.concatenate([R, t[:, None]], axis=1)
+    return functools.reduce(lambda first, cur: compose(cur, first), increments)
