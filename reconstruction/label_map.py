@@ -94,12 +94,30 @@ def vote(point_rows: np.ndarray, labels: np.ndarray, num_points: int, num_classe
         raise ValueError(f"point_rows {point_rows.shape} and labels {labels.shape} differ")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
-    counts = np.bincount(point_rows * num_classes + labels, minlength=num_points * num_classes)
-    counts = counts.reshape(num_points, num_classes)
-    votes = counts.sum(1)
-    label = np.where(votes > 0, counts.argmax(1), -1)  # argmax takes the first (smallest) label on ties
-    conf = np.where(votes > 0, counts.max(1) / np.maximum(votes, 1), 0.0)
-    return label.astype(np.int64), conf.astype(np.float32), votes.astype(np.int32)
+    # counts of the (point, label) pairs that occur: memory O(votes), not O(points x K) (K up to 1000)
+    pair, count = np.unique(point_rows * num_classes + labels, return_counts=True)
+    pt, lab = pair // num_classes, pair % num_classes
+    order = np.lexsort((lab, -count, pt))  # per point: most votes first, then the smallest label
+    first = order[np.r_[True, pt[order][1:] != pt[order][:-1]]] if len(order) else order
+    votes = np.bincount(point_rows, minlength=num_points)
+    label = np.full(num_points, -1, np.int64)
+    label[pt[first]] = lab[first]
+    conf = np.zeros(num_points, np.float32)
+    conf[pt[first]] = count[first] / votes[pt[first]]
+    return label, conf, votes.astype(np.int32)
+
+
+def group_median(groups: np.ndarray, values: np.ndarray, num_groups: int) -> np.ndarray:
+    """(G,) float32 median of ``values`` (V,) per group index ``groups`` (V,) in [0, G); NaN for empty groups."""
+    order = np.lexsort((values, groups))
+    g, v = np.asarray(groups)[order], np.asarray(values, np.float64)[order]
+    n = np.bincount(g, minlength=num_groups)
+    start = np.cumsum(n) - n
+    out = np.full(num_groups, np.nan, np.float32)
+    has = n > 0
+    lo, hi = start[has] + (n[has] - 1) // 2, start[has] + n[has] // 2
+    out[has] = (v[lo] + v[hi]) / 2
+    return out
 
 
 def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path: Path, out_path: Path,
@@ -133,7 +151,7 @@ def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path
     row_of = {int(p): i for i, p in enumerate(stats["point3D_ids"])}
     M = len(row_of)
     up = np.asarray(dataset.up, np.float64)
-    rows_all, labels_all, heights = [], [], [[] for _ in range(M)]
+    rows_all, labels_all, heights_all = [], [], []
     for image_id, record in records.items():
         obs = [(p2d.xy, row_of[int(p2d.point3D_id)]) for p2d in rec.images[image_id].points2D
                if p2d.has_point3D() and int(p2d.point3D_id) in row_of]
@@ -146,14 +164,12 @@ def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path
         rows = np.array([o[1] for o in obs])
         rows_all.append(rows)
         labels_all.append(labels_at(lab_map, from_colmap_pixels(np.array([o[0] for o in obs]))))
-        h = float(camera_center(record.cam_from_world) @ up)
-        for r in rows:
-            heights[r].append(h)
+        heights_all.append(np.full(len(rows), float(camera_center(record.cam_from_world) @ up)))
     rows_all = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
     labels_all = np.concatenate(labels_all) if labels_all else np.zeros(0, np.int64)
     label, confidence, votes = vote(rows_all, labels_all, M, reader.num_classes)
     label[votes < int(conf["min_votes"])] = -1
-    cam_height = np.array([np.median(h) if h else np.nan for h in heights], np.float32)
+    cam_height = group_median(rows_all, np.concatenate(heights_all) if heights_all else np.zeros(0), M)
     logger.info("Labelled map %s: %d / %d points labelled, median confidence %.2f, %d labels used.", map_id,
                 int((label >= 0).sum()), M, float(np.median(confidence[label >= 0])) if (label >= 0).any() else 0.0,
                 len(np.unique(label[label >= 0])))

@@ -76,11 +76,10 @@ def labels_path(conf, cache_dir: Path) -> Path:
 
 
 def _names_in(path: Path) -> set[str]:
-    names: set[str] = set()
-    if path.exists():
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda n, o: names.add(n[: -len("/labels")]) if n.endswith("/labels") else None)
-    return names
+    """Image names already in a label file (none when it does not exist yet)."""
+    from fgsn.segment import list_names
+
+    return set(list_names(path)) if path.exists() else set()
 
 
 def ensure_labels(conf, records: Sequence[ImageRecord], cache_dir: Path) -> Path:
@@ -100,7 +99,8 @@ def ensure_labels(conf, records: Sequence[ImageRecord], cache_dir: Path) -> Path
     if conf.source == "labels":
         if not path.is_file():
             raise DatasetError(f"{path}: label file not found")
-        missing = [r.key for r in records if r.key not in _names_in(path)]
+        present = _names_in(path)
+        missing = [r.key for r in records if r.key not in present]
         if missing:
             raise DatasetError(f"{path}: no labels for {len(missing)} of {len(records)} images, e.g. {missing[:3]} "
                                "(names must be image paths relative to the dataset root)")

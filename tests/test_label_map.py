@@ -9,7 +9,7 @@ from fgsn.utils.config import merge_config
 from reconstruction import label_map, semantics
 from reconstruction.datasets import DatasetError, load_dataset
 from reconstruction.geometry import camera_center
-from reconstruction.label_map import LabelledMap, vote
+from reconstruction.label_map import LabelledMap, group_median, vote
 from reconstruction.semantics import LabelReader, labels_at
 
 
@@ -27,6 +27,22 @@ class TestVote:
         np.testing.assert_array_equal(label, [-1, -1, -1])
         with pytest.raises(ValueError, match="labels must lie"):
             vote(np.array([0]), np.array([2]), 1, 2)
+
+
+def test_group_median_known_answer():
+    groups = np.array([2, 0, 2, 2, 0, 4])
+    values = np.array([5.0, 1.0, 3.0, 4.0, 2.0, -1.0])
+    np.testing.assert_allclose(group_median(groups, values, 6), [1.5, np.nan, 4.0, np.nan, -1.0, np.nan])
+    assert group_median(np.zeros(0, int), np.zeros(0), 2).shape == (2,)
+
+
+def test_vote_with_many_labels_stays_sparse():
+    """K = 1000 labels on 10^5 points would need 10^8 dense counters; the vote only counts the pairs present."""
+    rows = np.array([99_999, 99_999, 99_999, 5])
+    labels = np.array([999, 7, 999, 0])
+    label, conf, votes = vote(rows, labels, num_points=100_000, num_classes=1000)
+    assert label[99_999] == 999 and label[5] == 0 and (label == -1).sum() == 99_998
+    np.testing.assert_allclose(conf[[5, 99_999]], [1.0, 2 / 3])
 
 
 class TestLabelsAt:
