@@ -174,12 +174,13 @@ def plot_recall_vs_clusters(ablation: dict, columns: str, path: Path) -> Path | 
         rows = sorted(first_of_k.items())
         if not rows:
             continue
-        for ci, (col, _) in enumerate(_columns(rows[0][1], columns)):
-            ks = [k for k, ev in rows if col in dict(_columns(ev, columns))]
-            rs = [dict(_columns(ev, columns))[col]["recall"][1] for k, ev in rows if col in dict(_columns(ev, columns))]
+        cells = [(k, dict(_columns(ev, columns))) for k, ev in rows]
+        base_cells = dict(_columns(base["eval"], columns)) if base else {}
+        for col in cells[0][1]:
+            ks, rs = zip(*[(k, c[col]["recall"][1]) for k, c in cells if col in c])
             line, = ax.plot(ks, rs, "o-", label=col)
-            if base and col in dict(_columns(base["eval"], columns)):
-                ax.axhline(dict(_columns(base["eval"], columns))[col]["recall"][1], ls="--", color=line.get_color(), lw=0.8)
+            if col in base_cells:
+                ax.axhline(base_cells[col]["recall"][1], ls="--", color=line.get_color(), lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("number of clusters K")
         ax.set_ylabel("recall at (0.5 m, 5°), %")

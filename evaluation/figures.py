@@ -124,7 +124,7 @@ def main(dataset, run_dir: Path, per_condition: int = 2, names: list[str] | None
     for q in queries:
         rec = results.get(q.name)
         matches = loc.load_matches(q)
-        kept, _, _ = loc.select_matches(q, matches) if conf.method != "pfsl" else (np.ones(len(matches["point_idx"]), bool), None, {})
+        kept, _, _ = loc.select_matches(q, matches)
         lmap = loc.labelled_map(q.map_id)
         pose = pose_from_record(rec) if rec else None
         title = (f"{conf.method}: {q.name} ({q.condition}) - " + ("localized" if pose is not None else "failed")

@@ -149,15 +149,14 @@ def correspondence_agreement(model: PSPNet, corr_root: str | Path, conf) -> dict
             k += len(p)
     per: dict[str, list[int]] = {}
     both = [np.concatenate([labels[(j, r)] for j in idx]) if len(idx) else np.zeros(0, np.int64) for r in (0, 1)]
-    _, kappa = label_agreement(*both)
+    agreement, kappa = label_agreement(*both)
     for j in idx:
         cond = Path(samples[j].tgt_name).parent.name
         a, b = labels[(j, 0)], labels[(j, 1)]
         c = per.setdefault(cond, [0, 0])
         c[0] += int((a == b).sum())
         c[1] += len(a)
-    tot = [sum(v[0] for v in per.values()), sum(v[1] for v in per.values())]
-    return {"agreement": tot[0] / max(tot[1], 1), "kappa": kappa, "points": tot[1],
+    return {"agreement": agreement, "kappa": kappa, "points": len(both[0]),
             "per_condition": {k: v[0] / max(v[1], 1) for k, v in sorted(per.items())}}
 
 

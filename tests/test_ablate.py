@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation import ablate, figures
+from fgsn.segment import list_names
 from fgsn.utils.config import merge_config
 from reconstruction.datasets import Camera, load_dataset
 
@@ -16,9 +17,7 @@ COARSE = np.array([2, 0, 0, 1, 1, 1, 2, 1, 0, 2])  # sky, road, sidewalk, wall, 
 def _coarse_labels(src, dst):
     with h5py.File(src) as f, h5py.File(dst, "w") as g:
         g.attrs["num_classes"] = 3
-        names = []
-        f.visititems(lambda n, o: names.append(n[:-len("/labels")]) if n.endswith("/labels") else None)
-        for n in names:
+        for n in list_names(src):
             g.create_dataset(f"{n}/labels", data=COARSE[f[n]["labels"][()]].astype(np.uint8))
     return dst
 
