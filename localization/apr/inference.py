@@ -6,6 +6,8 @@ frame's prediction as previous pose; the first frame of a sequence is predicted 
 mean training pose (centroid and chordal mean rotation, ``model.pose_qvec``), then from its own first
 prediction. (Starting from the identity rotation put the first previous pose 90 degrees or more away from
 every training pose on the demo street, where cameras look along the road, and the chain never recovered.)
+Unreadable images can be skipped and reported instead of aborting the pass (``errors``), so that one corrupt
+file costs one query, not its whole sequence.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .data import PoseStats, load_image
+from .data import DatasetError, PoseStats, load_image
 from .models import get_model
 from .models.base import BaseAPR
 
@@ -66,7 +68,8 @@ def _preprocess(path: Path, image_size: int, crop_size) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_images(model: BaseAPR, paths: Sequence[Path], sequences: Sequence[str], orders: Sequence[float],
-                   image_size: int, crop_size, batch_size: int = 16, progress: bool = True):
+                   image_size: int, crop_size, batch_size: int = 16, progress: bool = True,
+                   errors: dict[int, str] | None = None):
     """Predict the poses of images.
 
     Args:
@@ -74,19 +77,39 @@ def predict_images(model: BaseAPR, paths: Sequence[Path], sequences: Sequence[st
         paths: N image files. sequences, orders: sequence id and temporal order of each image (only used by
             sequential models).
         image_size, crop_size: the test transform of the training configuration.
+        errors: None: an unreadable image raises. A dict: unreadable images are skipped and reported in it
+            (``errors[i]`` = the reason, naming the file), their output rows are NaN, and a sequential model's
+            chain goes on from the last readable frame (as if the frame had not been captured).
     Returns:
         positions: (N, 3) camera centres, metres. qvecs: (N, 4) world-to-camera quaternions (w, x, y, z).
+    Raises:
+        DatasetError: an image cannot be read and ``errors`` is None.
     """
     model.eval()
     device = model.pose_mean.device
     N = len(paths)
-    positions = np.zeros((N, 3))
-    qvecs = np.zeros((N, 4))
+    positions = np.full((N, 3), np.nan)
+    qvecs = np.full((N, 4), np.nan)
+
+    def load(i: int) -> torch.Tensor | None:
+        try:
+            return _preprocess(Path(paths[i]), image_size, crop_size)
+        except DatasetError as e:
+            if errors is None:
+                raise
+            errors[i] = str(e)
+            logger.warning("Skipping %s", e)
+            return None
+
     if not getattr(model, "sequential", False):
         for s in tqdm(range(0, N, batch_size), desc="APR inference", disable=not progress or N <= batch_size):
-            imgs = torch.stack([_preprocess(Path(p), image_size, crop_size) for p in paths[s:s + batch_size]])
+            loaded = [(i, load(i)) for i in range(s, min(s + batch_size, N))]
+            idx = [i for i, img in loaded if img is not None]
+            if not idx:
+                continue
+            imgs = torch.stack([img for _, img in loaded if img is not None])
             p, q = model.predict({"image": imgs[:, None].to(device)})
-            positions[s:s + len(imgs)], qvecs[s:s + len(imgs)] = p.cpu().numpy(), q.cpu().numpy()
+            positions[idx], qvecs[idx] = p.cpu().numpy(), q.cpu().numpy()
         return positions, qvecs
     by_seq: dict[str, list[int]] = {}
     for i, s in enumerate(sequences):
@@ -97,18 +120,21 @@ def predict_images(model: BaseAPR, paths: Sequence[Path], sequences: Sequence[st
             prev_p = torch.zeros(1, 1, 3, device=device)
             prev_q = model.pose_qvec.view(1, 1, 4).clone()
             prev_img = None
-            for k, i in enumerate(idx):
-                img = _preprocess(Path(paths[i]), image_size, crop_size)[None, None].to(device)
-                for _ in range(2 if k == 0 else 1):
+            for i in idx:
+                bar.update()
+                img = load(i)
+                if img is None:
+                    continue
+                img = img[None, None].to(device)
+                for _ in range(2 if prev_img is None else 1):
                     data = {"image": img, "prev_position": prev_p, "prev_qvec": prev_q}
                     if prev_img is not None:
                         data["prev_image"] = prev_img
                     pred = model(data)
                     p_norm, q = pred["position"][:, -1:], pred["qvec"][:, -1:]
-                    if k == 0:
+                    if prev_img is None:
                         prev_p, prev_q = p_norm, q
                 prev_p, prev_q, prev_img = p_norm, q, img
                 positions[i] = model.denormalize(p_norm[0, 0]).cpu().numpy()
                 qvecs[i] = q[0, 0].cpu().numpy()
-                bar.update()
     return positions, qvecs

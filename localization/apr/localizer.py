@@ -6,7 +6,10 @@ batched (or, for VLocNet, sequential) pass in the main process; :meth:`APRLocali
 pose, computing it on demand when called in a process where ``prepare`` did not run.
 
 A query of another map (world frame) than the one the model was trained on is returned as failed, with the
-reason in ``info``; so is a query whose image cannot be read.
+reason in ``info``; so is a query whose image cannot be read (the pass skips it: the other queries, and for
+VLocNet the rest of its sequence, are still predicted). If the batched pass of ``prepare`` fails (e.g. out of
+memory), ``localize`` predicts on demand, one query (VLocNet: one sequence) at a time; a sequence whose pass
+fails is failed with the reason once, not re-run for each of its queries.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class APRLocalizer(Localizer):
         self.data_conf: dict = {}
         self.map_ids: set[str] = set()
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        self._failed: dict[str, str] = {}  # query name -> reason (unreadable image, failed inference pass)
 
     @property
     def model(self):
@@ -56,16 +60,20 @@ class APRLocalizer(Localizer):
 
     def _predict(self, queries: list[ImageRecord]) -> None:
         model = self.model
-        queries = [q for q in queries if q.name not in self._cache and self._map_ok(q)]
+        queries = [q for q in queries if q.name not in self._cache and q.name not in self._failed and self._map_ok(q)]
         if not queries:
             return
         t0 = time.time()
+        errors: dict[int, str] = {}
         pos, qv = predict_images(model, [q.path for q in queries], [q.sequence for q in queries],
                                  [q.timestamp_s for q in queries], self.data_conf["image_size"],
-                                 self.data_conf["crop_size"], int(self.conf.batch_size))
+                                 self.data_conf["crop_size"], int(self.conf.batch_size), errors=errors)
         dt = (time.time() - t0) / len(queries)
-        for q, p, r in zip(queries, pos, qv):
-            self._cache[q.name] = (p, r, dt)
+        for i, (q, p, r) in enumerate(zip(queries, pos, qv)):
+            if i in errors:
+                self._failed[q.name] = errors[i]
+            else:
+                self._cache[q.name] = (p, r, dt)
 
     def _map_ok(self, query: ImageRecord) -> bool:
         self.model  # noqa: B018 (loads the checkpoint and its map ids)
@@ -75,20 +83,26 @@ class APRLocalizer(Localizer):
         self.model  # noqa: B018 (a missing or bad checkpoint fails here, loudly)
         try:
             self._predict(list(self.dataset.queries))
-        except Exception as e:  # leave the failing images to localize(), which reports them one by one
-            logger.warning("Batched APR inference failed (%s); predicting queries one by one.", e)
+        except Exception as e:  # e.g. out of memory: localize() retries per query (per sequence for VLocNet)
+            logger.warning("Batched APR inference failed (%s); predicting queries on demand.", e)
+        if self._failed:
+            logger.warning("APR: %d queries cannot be predicted (e.g. %s).", len(self._failed),
+                           next(iter(self._failed.values())))
 
     def localize(self, query: ImageRecord, rng: np.random.Generator) -> QueryResult:
         if not self._map_ok(query):
             return QueryResult(query.name, False, info={
                 "reason": f"map {query.map_id} is not the model's map ({', '.join(sorted(self.map_ids))})"})
-        if query.name not in self._cache:
+        if query.name not in self._cache and query.name not in self._failed:
             sequential = getattr(self.model, "sequential", False)
             batch = [q for q in self.dataset.queries if q.sequence == query.sequence] if sequential else [query]
             try:
                 self._predict(batch)
-            except Exception as e:
-                return QueryResult(query.name, False, info={"reason": f"APR inference failed: {e}"})
+            except Exception as e:  # fail the whole batch once (not a re-run of the sequence for each of its queries)
+                self._failed.update({q.name: f"APR inference failed: {e}" for q in batch
+                                     if q.name not in self._cache and self._map_ok(q)})
+        if query.name in self._failed:
+            return QueryResult(query.name, False, info={"reason": self._failed[query.name]})
         p, q, dt = self._cache[query.name]
         return QueryResult(query.name, True, pose_to_cam_from_world(p, q), time_s=float(dt),
                            info={"method": "apr", "model": str(self.model.conf.name)})

@@ -136,3 +136,66 @@ def test_localizer_on_seasons_mini(tmp_path, seasons_mini_cmu, name):
     assert np.array_equal(clone.localize(q1, np.random.default_rng(0)).cam_from_world, r.cam_from_world)
     failed = loc.localize(q2, np.random.default_rng(0))
     assert not failed.success and "slice2" in failed.info["reason"]
+
+
+def _untrained(name, tmp_path, root, **extra):
+    """An untrained (seeded) model in eval mode with the training split's pose statistics, and its conf."""
+    from localization.apr.data import PoseStats, read_split
+    from localization.apr.models import get_model
+
+    extra = {"model.fc_dim": 16, "data.steps": 2, **extra} if name == "vlocnet" else {"model.feat_dim": 16, **extra}
+    conf = _conf(tmp_path, root, name, **extra)
+    torch.manual_seed(0)
+    model = get_model(name)(conf.model)
+    stats = PoseStats.from_records(read_split(conf.data, "train"))
+    model.set_pose_stats(stats.mean, stats.scale, stats.qvec)
+    return model.eval(), conf, stats
+
+
+@pytest.mark.parametrize("name", ["atloc", "vlocnet"])
+def test_predict_images_skips_unreadable_image(tmp_path, seven_scenes, name):
+    from reconstruction.datasets import DatasetError
+
+    root, _ = seven_scenes
+    model, _, _ = _untrained(name, tmp_path, root)
+    good = sorted(root.glob("seq-02/*.color.png"))
+    bad = root / "seq-02" / "frame-corrupt.color.png"
+    bad.write_bytes(b"not a png")
+    paths = [good[0], bad, good[1], good[2]]
+    with pytest.raises(DatasetError, match="frame-corrupt"):
+        predict_images(model, paths, ["s"] * 4, [0, 1, 2, 3], 36, [32, 32], progress=False)
+    errors = {}
+    pos, qv = predict_images(model, paths, ["s"] * 4, [0, 1, 2, 3], 36, [32, 32], progress=False, errors=errors)
+    assert list(errors) == [1] and "frame-corrupt" in errors[1]
+    assert np.isnan(pos[1]).all() and np.isnan(qv[1]).all()
+    # the readable images get exactly what they get without the corrupt one (VLocNet: the chain skips the frame)
+    ref_pos, ref_qv = predict_images(model, good, ["s"] * 3, [0, 2, 3], 36, [32, 32], progress=False)
+    assert np.allclose(pos[[0, 2, 3]], ref_pos, atol=1e-6) and np.allclose(qv[[0, 2, 3]], ref_qv, atol=1e-6)
+
+
+def test_localizer_fails_only_the_unreadable_query(tmp_path, seven_scenes):
+    """One corrupt image in a VLocNet query sequence fails that query, with the file in the reason; the rest of
+    the sequence is localized, in prepare() and on demand alike."""
+    from types import SimpleNamespace
+
+    from localization.apr.localizer import APRLocalizer
+    from localization.apr.train import _checkpoint, _save
+    from reconstruction.datasets import ImageRecord
+
+    root, _ = seven_scenes
+    model, conf, stats = _untrained("vlocnet", tmp_path, root)
+    path = _save(_checkpoint(model, torch.optim.Adam(model.parameters()), None, conf, 0, {}, stats, ["chess"]),
+                 tmp_path / "ckpt")
+    (root / "seq-02" / "frame-000001.color.png").write_bytes(b"\x89PNG truncated")
+    queries = [ImageRecord(f"q{i}.png", f"q{i}", root / f"seq-02/frame-{i:06d}.color.png", None, "c0", "night",
+                           ("urban",), float(i), "chess") for i in range(3)]
+    ds = SimpleNamespace(queries=queries)
+    conf = APRLocalizer.merged_conf({"checkpoint": str(path)})
+    for prepared in (True, False):
+        loc = APRLocalizer(conf, ds, tmp_path / "work")
+        if prepared:
+            loc.prepare()
+        results = [loc.localize(q, np.random.default_rng(0)) for q in queries]
+        assert [r.success for r in results] == [True, False, True]
+        assert "frame-000001.color.png" in results[1].info["reason"]
+        assert results[2].cam_from_world.shape == (3, 4)
