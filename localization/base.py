@@ -60,8 +60,13 @@ class Localizer:
         OmegaConf.set_struct(base, True)
         return OmegaConf.merge(base, conf or {})
 
-    def prepare(self) -> None:
-        """One-off work in the main process before any query (e.g. feature extraction to an HDF5 cache)."""
+    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+        """One-off work in the main process before any query (e.g. feature extraction to an HDF5 cache).
+
+        Args:
+            queries: the queries still to localize (a resumed run passes those without a result); None: all.
+                Methods whose one-off work is cached on disk per query may ignore it.
+        """
 
     def localize(self, query: ImageRecord, rng: np.random.Generator) -> QueryResult:
         """Estimate the pose of one query. Must not raise for a query that merely cannot be localized:

@@ -130,10 +130,9 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
     setup_logging(out_dir / "log.txt")
     cache_dir = Path(conf.cache_dir) if conf.cache_dir else out_dir / "cache"
     localizer = get_localizer_class(conf.method)(conf.localizer, dataset, cache_dir)
-    localizer.prepare()
-
     done = sub.read_results(results_path, repair=True)
     todo = [q for q in dataset.queries if q.name not in done]
+    localizer.prepare(todo)
     logger.info("Localizing %d queries (%d already done) with %s, %d worker(s).", len(todo), len(done), conf.method,
                 conf.workers)
     with open(results_path, "a") as f:

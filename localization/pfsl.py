@@ -703,8 +703,8 @@ class PFSLLocalizer(SemanticLocalizer):
         return self.sequence_dir / (sequence.replace("/", "_") + ".json")
 
     # ------------------------------------------------------------------------------------------------- prepare
-    def prepare(self) -> None:
-        super().prepare()
+    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+        super().prepare(queries)
         self.sequence_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.conf, self.sequence_dir / "config.yaml")
         seqs = group_sequences(self.dataset.queries)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from reconstruction import label_map, semantics
+from reconstruction.datasets import ImageRecord
 from reconstruction.label_map import LabelledMap
 from reconstruction.semantics import LabelReader
 
@@ -38,8 +39,8 @@ class SemanticLocalizer(StructureLocalizer):
         self._labelled: dict[str, LabelledMap] = {}
         self._reader: LabelReader | None = None
 
-    def prepare(self) -> None:
-        super().prepare()
+    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+        super().prepare(queries)
         records = self.dataset.database + [q for q in self.dataset.queries if q.key not in self.bad_images]
         semantics.ensure_labels(self.conf.semantics, records, self.work_dir)
         for map_id, path in self.labelled_map_paths.items():

@@ -68,7 +68,8 @@ class StructureLocalizer(Localizer):
             raise ValueError(f"ransac.estimator must be 'ours' or 'pycolmap', got {conf.ransac.estimator!r}")
 
     # ----------------------------------------------------------------------------------------------------- prepare
-    def prepare(self) -> None:
+    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+        # every query's features and matches, cached on disk per query (a resumed run reuses them)
         ds = self.dataset
         feature_step.main(self.conf.features, [(r.key, r.path) for r in ds.database], self.feature_path)
         self.bad_images = feature_step.main(self.conf.features, [(q.key, q.path) for q in ds.queries],

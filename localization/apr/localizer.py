@@ -79,10 +79,17 @@ class APRLocalizer(Localizer):
         self.model  # noqa: B018 (loads the checkpoint and its map ids)
         return not self.map_ids or query.map_id in self.map_ids
 
-    def prepare(self) -> None:
+    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+        """Predict ``queries`` (all when None; a resumed run passes those still to do) in one pass; for a
+        sequential model (VLocNet) every query of their sequences, since the chain starts at a sequence's start."""
         self.model  # noqa: B018 (a missing or bad checkpoint fails here, loudly)
+        if queries is None:
+            queries = list(self.dataset.queries)
+        elif getattr(self.model, "sequential", False):
+            seqs = {q.sequence for q in queries}
+            queries = [q for q in self.dataset.queries if q.sequence in seqs]
         try:
-            self._predict(list(self.dataset.queries))
+            self._predict(queries)
         except Exception as e:  # e.g. out of memory: localize() retries per query (per sequence for VLocNet)
             logger.warning("Batched APR inference failed (%s); predicting queries on demand.", e)
         if self._failed:

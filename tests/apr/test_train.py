@@ -199,3 +199,32 @@ def test_localizer_fails_only_the_unreadable_query(tmp_path, seven_scenes):
         assert [r.success for r in results] == [True, False, True]
         assert "frame-000001.color.png" in results[1].info["reason"]
         assert results[2].cam_from_world.shape == (3, 4)
+
+
+@pytest.mark.parametrize("name", ["atloc", "vlocnet"])
+def test_localizer_prepare_predicts_pending_queries(tmp_path, seven_scenes, name):
+    """A resumed run's prepare(todo) predicts only the pending queries (VLocNet: their whole sequences, as the
+    chain starts at a sequence's start), with the same poses as a full pass."""
+    from types import SimpleNamespace
+
+    from localization.apr.localizer import APRLocalizer
+    from localization.apr.train import _checkpoint, _save
+    from reconstruction.datasets import ImageRecord
+
+    root, _ = seven_scenes
+    model, conf, stats = _untrained(name, tmp_path, root)
+    path = _save(_checkpoint(model, torch.optim.Adam(model.parameters()), None, conf, 0, {}, stats, ["chess"]),
+                 tmp_path / "ckpt")
+    queries = [ImageRecord(f"{seq}-{i}.png", f"{seq}-{i}", root / f"{seq}/frame-{i:06d}.color.png", None, "c0",
+                           cond, ("urban",), float(i), "chess")  # two sequences: (map, condition, camera)
+               for seq, cond in (("seq-01", "night"), ("seq-02", "snow")) for i in range(3)]
+    ds = SimpleNamespace(queries=queries)
+    conf = APRLocalizer.merged_conf({"checkpoint": str(path)})
+    full = APRLocalizer(conf, ds, tmp_path / "work")
+    full.prepare()
+    resumed = APRLocalizer(conf, ds, tmp_path / "work")
+    resumed.prepare([queries[4]])  # seq-02, frame 1
+    expected = {"seq-02-1.png"} if name == "atloc" else {"seq-02-0.png", "seq-02-1.png", "seq-02-2.png"}
+    assert set(resumed._cache) == expected
+    for n in expected:
+        assert np.allclose(resumed._cache[n][0], full._cache[n][0], atol=1e-6)
