@@ -1,5 +1,6 @@
 """Training loop, checkpoints (round trip, resume), the CLI, and the Localizer."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +229,15 @@ def test_localizer_prepare_predicts_pending_queries(tmp_path, seven_scenes, name
     assert set(resumed._cache) == expected
     for n in expected:
         assert np.allclose(resumed._cache[n][0], full._cache[n][0], atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (Path(__file__).parents[2] / "configs" / "apr").glob("*.yaml")
+                                          if p.name != "demo_long_sequence.yaml"))
+def test_every_preset_builds_its_model(preset):
+    """Each preset merges in struct mode (a misspelt key would raise) and its network can be built."""
+    from localization.apr.models import get_model
+
+    conf = build_conf(Path(__file__).parents[2] / "configs" / "apr" / preset, ["experiment=x", "data.root=/nowhere"])
+    model = get_model(conf.model.name)(conf.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert conf.data.crop_size[0] <= conf.data.image_size
