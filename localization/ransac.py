@@ -8,6 +8,11 @@ camera (cheirality), and keep the pose with most inliers. Each time a minimal sa
 its pose is refined non-linearly on its inliers (``poselib.refine_absolute_pose``, Cauchy loss) and the inliers
 re-collected (local optimisation as in LO-RANSAC, Chum et al. 2003); the best locally optimised pose is returned.
 
+Optional early termination (``adaptive``, ours; off by default, the paper draws a fixed 10,000): after each batch
+of samples, stop once ``k >= log(1 - confidence) / log(1 - w^3)`` samples were drawn, w the best inlier ratio so
+far (Fischler & Bolles 1981; as COLMAP's and poselib's RANSAC). The bound assumes uniform sampling; with GSMC's
+weights it is conservative when the weights favour inliers.
+
 Errors are measured in "undistorted pixels": ``focal * ||x_proj - x_obs||`` on the normalised image plane, so
 distortion is removed before P3P and the threshold keeps its usual meaning.
 """
@@ -19,7 +24,10 @@ import numpy as np
 import poselib
 
 default_conf = {
-    "num_iterations": 10000,  # fixed number of minimal samples (the paper: 10,000)
+    "num_iterations": 10000,  # fixed number of minimal samples (the paper: 10,000); the maximum when adaptive
+    "adaptive": False,  # stop early once `confidence` is reached (ours, off: the paper's fixed count)
+    "confidence": 0.9999,  # adaptive: probability of having drawn at least one all-inlier minimal set
+    "min_iterations": 256,  # adaptive: never fewer minimal samples than this
     "inlier_threshold_px": 8.0,  # reprojection error threshold, undistorted pixels
     "min_num_inliers": 10,  # fewer inliers than this: the query counts as not localized
     "batch_size": 256,  # minimal samples scored together (memory/speed trade-off only)
@@ -113,6 +121,18 @@ def count_inliers(poses: np.ndarray, bearings: np.ndarray, points3D: np.ndarray,
     return masks.sum(1), masks
 
 
+def required_iterations(inlier_ratio: float, confidence: float, sample_size: int = 3) -> float:
+    """Minimal samples needed to draw at least one all-inlier set with probability ``confidence`` when a
+    fraction ``inlier_ratio`` of the matches are inliers: log(1 - confidence) / log(1 - inlier_ratio^sample_size)
+    (inf for a zero ratio, 0 when every match is an inlier)."""
+    p_good = float(inlier_ratio) ** sample_size
+    if p_good <= 0:
+        return float("inf")
+    if p_good >= 1:
+        return 0.0
+    return float(np.log1p(-confidence) / np.log1p(-p_good))
+
+
 def p3p_ransac(bearings: np.ndarray, points3D: np.ndarray, focal_px: float, rng: np.random.Generator,
                weights: np.ndarray | None = None, conf: dict | None = None) -> RansacResult:
     """Estimate ``cam_from_world`` from 2D-3D matches with P3P-RANSAC.
@@ -156,9 +176,14 @@ def p3p_ransac(bearings: np.ndarray, points3D: np.ndarray, focal_px: float, rng:
 
     best_sample_count, best_pose, best_inliers = -1, None, np.zeros(n, bool)
     p3p = poselib.p3p
-    for start in range(0, num_iter, int(c["batch_size"])):
+    batch, drawn = int(c["batch_size"]), num_iter
+    for start in range(0, num_iter, batch):
+        if c["adaptive"] and start >= max(int(c["min_iterations"]),
+                                          required_iterations(best_inliers.sum() / n, float(c["confidence"]))):
+            drawn = start
+            break
         poses = []
-        for s in samples[start : start + int(c["batch_size"])]:
+        for s in samples[start : start + batch]:
             for pose in p3p(bearings[s], points3D[s]):
                 poses.append(pose.Rt)
         if not poses:
@@ -173,7 +198,7 @@ def p3p_ransac(bearings: np.ndarray, points3D: np.ndarray, focal_px: float, rng:
                 best_pose, best_inliers = pose, inliers
     num_inliers = int(best_inliers.sum())
     success = best_pose is not None and num_inliers >= int(c["min_num_inliers"])
-    return RansacResult(success, best_pose if success else None, best_inliers, num_inliers, num_iter)
+    return RansacResult(success, best_pose if success else None, best_inliers, num_inliers, drawn)
 
 
 def refine_pose(cam_from_world: np.ndarray, bearings: np.ndarray, points3D: np.ndarray, loss_scale: float,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from localization.ransac import count_inliers, p3p_ransac, pycolmap_ransac, sample_minimal_sets
+from localization.ransac import count_inliers, p3p_ransac, pycolmap_ransac, required_iterations, sample_minimal_sets
 from reconstruction.datasets import Camera
 from reconstruction.geometry import pose_errors, random_rotation
 
@@ -49,6 +49,25 @@ class TestP3PRansac:
         b /= np.linalg.norm(b, axis=1, keepdims=True)
         counts, masks = count_inliers(T[None], b, X, 0.01)
         np.testing.assert_array_equal(masks[0], [False, True])
+
+    def test_required_iterations(self):
+        # log(1 - 0.99) / log(1 - 0.5^3) = -4.6052 / -0.13353
+        assert required_iterations(0.5, 0.99) == pytest.approx(34.4875, abs=1e-3)
+        assert required_iterations(0.2, 0.9999) == pytest.approx(1146.7, abs=0.1)
+        assert required_iterations(0.0, 0.99) == float("inf") and required_iterations(1.0, 0.99) == 0.0
+
+    @pytest.mark.parametrize("outlier_ratio, expected", [(0.2, 256), (0.8, 1536)])
+    def test_adaptive_stops_when_confident(self, outlier_ratio, expected):
+        """With ~80 % inliers the bound (a few samples) is below the minimum: one batch of 256. With 77 inliers
+        of 400 (w = 0.1925), log(1e-4) / log(1 - w^3) = 1291 samples: 6 batches of 256. The pose is as good as
+        with the fixed 10,000."""
+        T, b, X, outliers, f = make_problem(3, outlier_ratio=outlier_ratio)
+        fixed = p3p_ransac(b, X, f, np.random.default_rng(0))
+        res = p3p_ransac(b, X, f, np.random.default_rng(0), conf={"adaptive": True})
+        assert fixed.num_iterations == 10000 and res.num_iterations == expected
+        assert res.success and np.all(res.inliers[~outliers]) and res.num_inliers == fixed.num_inliers
+        et, er = pose_errors(res.cam_from_world, T)
+        assert et < 0.05 and er < 0.2
 
     def test_too_few_matches(self):
         T, b, X, _, f = make_problem(0, n=3, outlier_ratio=0)
