@@ -132,9 +132,13 @@ def crop_around(image: np.ndarray, center_xy: np.ndarray, size: int, rng: np.ran
 
 
 def points_in_crop(points: np.ndarray, offset: np.ndarray, size: int, image_hw) -> np.ndarray:
-    """(N,) bool: the point, rounded to its pixel, is inside the crop and inside the image."""
-    xy = np.round(points).astype(np.int64)
-    loc = xy - offset
+    """(N,) bool: the point, rounded to its pixel, is inside the crop and inside the image.
+
+    Rounded in crop coordinates, as the losses read it (``round(p - offset)``): with round-half-to-even,
+    ``round(p) - offset`` differs at exact .5 coordinates when the offset is odd, which put points on the pixel
+    just outside the crop."""
+    loc = np.round(np.asarray(points) - offset).astype(np.int64)
+    xy = loc + offset
     h, w = image_hw
     return ((loc >= 0) & (loc < size)).all(1) & (xy[:, 0] >= 0) & (xy[:, 1] >= 0) & (xy[:, 0] < w) & (xy[:, 1] < h)
 

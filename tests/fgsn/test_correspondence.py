@@ -54,6 +54,17 @@ class TestCrops:
         pts = np.array([[off[0] - 1, off[1]], [off[0] + 39, off[1] + 39], [off[0] + 40, off[1]]], float)
         assert points_in_crop(pts, off, 40, img.shape).tolist() == [False, True, False]
 
+    def test_half_pixel_points_index_inside_the_crop(self):
+        """Regression: with round-half-to-even, round(p) - offset != round(p - offset) at .5 coordinates and odd
+        offsets; a point kept by the old check indexed pixel 40 of a 40-pixel crop in training."""
+        off = np.array([3, 5])
+        pts = np.array([[3 + 39.5, 10.0], [3 + 38.5, 10.0], [3 - 0.5, 10.0], [10.0, 5 + 39.5]])
+        assert points_in_crop(pts, off, 40, (100, 150)).tolist() == [False, True, True, False]
+        grid = np.stack(np.meshgrid(np.arange(0, 60, 0.5), np.arange(0, 60, 0.5)), -1).reshape(-1, 2)
+        for off in (np.array([3, 7]), np.array([4, 8]), np.array([5, 0])):
+            loc = np.round(grid[points_in_crop(grid, off, 40, (100, 150))] - off)  # what the losses index
+            assert loc.min() >= 0 and loc.max() <= 39
+
     def test_small_image_padded(self):
         img = np.ones((20, 30, 3), np.uint8)
         crop, off = crop_around(img, np.array([5.0, 5.0]), 32, np.random.default_rng(0), 0.5, np.array([7, 8, 9], np.uint8))
