@@ -195,7 +195,9 @@ class CorrespondenceDataset:
         Returns:
             ``image_ref``, ``image_tgt``: (S, S, 3) uint8 crops; ``offset_ref``, ``offset_tgt``: (2,) crop origin
             (x0, y0) in the resized image; ``pt_ref``, ``pt_tgt``: (M, 2) correspondences in crop pixels (both ends
-            inside their crops); ``ref_name``; ``ref_shape``: (H, W) of the resized reference image.
+            inside their crops); ``px_ref``, ``px_tgt``: (M, 2) int64 the same rounded to pixels (the pixels the
+            losses read: :func:`points_in_crop` checked exactly these); ``ref_name``; ``ref_shape``: (H, W) of the
+            resized reference image.
         """
         s = self.samples[idx]
         img_r, _ = self.load(s.ref_path)
@@ -206,6 +208,8 @@ class CorrespondenceDataset:
         crop_r, off_r = crop_around(img_r, pr[k], size, rng, self.conf.crop_jitter, pad)
         crop_t, off_t = crop_around(img_t, pt[k], size, rng, self.conf.crop_jitter, pad)
         keep = points_in_crop(pr, off_r, size, img_r.shape[:2]) & points_in_crop(pt, off_t, size, img_t.shape[:2])
+        pr_c, pt_c = pr[keep] - off_r, pt[keep] - off_t
         return {"image_ref": crop_r, "image_tgt": crop_t, "offset_ref": off_r, "offset_tgt": off_t,
-                "pt_ref": pr[keep] - off_r, "pt_tgt": pt[keep] - off_t, "ref_name": s.ref_name,
+                "pt_ref": pr_c, "pt_tgt": pt_c, "px_ref": np.round(pr_c).astype(np.int64),
+                "px_tgt": np.round(pt_c).astype(np.int64), "ref_name": s.ref_name,
                 "ref_shape": img_r.shape[:2], "index": idx, "pt_ref_image": pr[keep]}

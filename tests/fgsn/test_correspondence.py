@@ -78,6 +78,9 @@ class TestCrops:
         assert ex["image_ref"].shape == (24, 24, 3) and len(ex["pt_ref"]) == len(ex["pt_tgt"]) > 0
         assert ((ex["pt_ref"] > -0.5) & (ex["pt_ref"] < 23.5)).all()
         assert ((ex["pt_tgt"] > -0.5) & (ex["pt_tgt"] < 23.5)).all()
+        for k in ("ref", "tgt"):  # the pixels the losses read: inside the crop, the points rounded
+            assert ex[f"px_{k}"].dtype == np.int64 and (ex[f"px_{k}"] >= 0).all() and (ex[f"px_{k}"] <= 23).all()
+            assert np.array_equal(ex[f"px_{k}"], np.round(ex[f"pt_{k}"]))
         # resized by 0.5: the (+4, +2) shift becomes (+2, +1) in resized pixels
         d = (ex["pt_tgt"] + ex["offset_tgt"]) - (ex["pt_ref"] + ex["offset_ref"])
         assert np.allclose(d, [2, 1])
