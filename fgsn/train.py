@@ -433,7 +433,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             # the pixels points_in_crop checked (rounding again after a float32 cast turned 127.49999 into 128)
             pr = torch.as_tensor(ex["px_ref"], dtype=torch.float32)
             pt = torch.as_tensor(ex["px_tgt"], dtype=torch.float32)
-            c = lab[0][torch.round(pr[:, 1]).long(), torch.round(pr[:, 0]).long()] if len(pr) else lab.new_zeros(0)
+            c = lab[0][pr[:, 1].long(), pr[:, 0].long()] if len(pr) else lab.new_zeros(0)
             ok = c >= 0
             l_corr = corr_loss(gather_points(logp[0], pr[ok.cpu()]), gather_points(logp[1], pt[ok.cpu()]), c[ok])
             loss = t.w_class * l_class + t.w_corr * l_corr
