@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .data.camvid import CAMVID_CLASSES, CamVidDataset
 from .models import PSPNet
 from .segment import predict_scores, resolve_device
+from .train import _freeze_bn
 from .sliding import image_to_tensor
 from .utils.config import save_config
 from .utils.logging import setup_logging
@@ -56,6 +57,7 @@ default_conf = {
         "val_max_images": None,  # validate on the first N images; null = all
         "device": "auto",  # auto, cpu or cuda
         "num_threads": None,  # torch CPU threads; null = default
+        "freeze_ppm_bn": False,  # keep the pyramid-pooling BatchNorms in eval mode (as fgsn.train; measured below)
     },
 }
 
@@ -132,6 +134,8 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             for g in opt.param_groups:
                 g["lr"] = lr
             model.train()
+            if t.freeze_ppm_bn:
+                _freeze_bn(model.ppm)
             crops = [train.random_crop(int(i), conf.data.crop_size, rng) for i in rng.integers(len(train), size=t.batch_size)]
             x = torch.stack([image_to_tensor(c[0]) for c in crops]).to(dev)
             y = torch.stack([torch.from_numpy(c[1]) for c in crops]).to(dev)
