@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .data.camvid import CAMVID_CLASSES, CamVidDataset
 from .models import PSPNet
 from .segment import predict_scores, resolve_device
-from .train import _freeze_bn
+from .train import freeze_batchnorm
 from .sliding import image_to_tensor
 from .utils.config import save_config
 from .utils.logging import setup_logging
@@ -135,7 +135,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
                 g["lr"] = lr
             model.train()
             if t.freeze_ppm_bn:
-                _freeze_bn(model.ppm)
+                freeze_batchnorm(model.ppm)
             crops = [train.random_crop(int(i), conf.data.crop_size, rng) for i in rng.integers(len(train), size=t.batch_size)]
             x = torch.stack([image_to_tensor(c[0]) for c in crops]).to(dev)
             y = torch.stack([torch.from_numpy(c[1]) for c in crops]).to(dev)

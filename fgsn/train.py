@@ -93,7 +93,7 @@ default_conf = {
         "w_class": 1.0,  # weight of L_class (0 = ablation)
         "w_corr": 1.0,  # weight of L_corr (0 = ablation)
         "freeze_bn": False,  # keep BatchNorm in eval mode (sensible with a pre-trained init and batch 1)
-        "freeze_ppm_bn": True,  # keep the pyramid-pooling BatchNorms in eval mode (ours; see _freeze_bn)
+        "freeze_ppm_bn": True,  # keep the pyramid-pooling BatchNorms in eval mode (ours; see freeze_batchnorm)
         "log_interval": 50,  # iterations between training-loss rows in metrics.csv
         "val_interval": 1000,  # iterations between validations
         "val_max_pairs": None,  # validate on the first N validation pairs; null = all
@@ -141,7 +141,7 @@ def _labels_at(label_map: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _freeze_bn(model: torch.nn.Module) -> None:
+def freeze_batchnorm(model: torch.nn.Module) -> None:
     """BatchNorm layers of ``model`` to eval mode (running statistics, not batch statistics).
 
     Applied to the pyramid-pooling stages alone (``train.freeze_ppm_bn``, ours): with the batch of one training
@@ -413,9 +413,9 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             torch.manual_seed(conf.seed * 1000003 + it)
             model.train()
             if t.freeze_bn:
-                _freeze_bn(model)
+                freeze_batchnorm(model)
             elif t.freeze_ppm_bn:
-                _freeze_bn(model.ppm)
+                freeze_batchnorm(model.ppm)
             lr = _lr(conf, it)
             for g in optimizer.param_groups:
                 g["lr"] = lr
