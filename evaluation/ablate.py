@@ -98,8 +98,9 @@ def inlier_statistics(results: dict[str, dict], raw_matches: dict[str, int], nam
     Returns:
         ``median_matches`` (given to RANSAC), ``median_inliers``, ``median_inlier_ratio`` (inliers / matches
         given to RANSAC), ``median_inlier_ratio_raw`` (inliers / raw matches), ``few_matches`` (queries left
-        with fewer than 4 matches); empty when fewer than half of the queries report matches (PFSL matches only to (re)initialise,
-        APRs never).
+        with fewer than 4 matches); for weighted sampling (GSMC) also ``median_weight_on_inliers``, the share of
+        the sampling weight on the final pose's inliers (what a uniform draw gives is the inlier ratio); empty when
+        fewer than half of the queries report matches (PFSL matches only to (re)initialise, APRs never).
     """
     recs = [results[n] for n in names if n in results]
     if not recs or 2 * sum(r["num_matches"] > 0 for r in recs) < len(recs):  # no per-query matching: PFSL tracks, APRs regress
@@ -107,10 +108,14 @@ def inlier_statistics(results: dict[str, dict], raw_matches: dict[str, int], nam
     m = np.array([r["num_matches"] for r in recs], float)
     i = np.array([r["num_inliers"] for r in recs], float)
     raw = np.array([raw_matches.get(r["name"], r["num_matches"]) for r in recs], float)
-    return {"median_matches": float(np.median(m)), "median_inliers": float(np.median(i)),
-            "median_inlier_ratio": float(np.median(i / np.maximum(m, 1))),
-            "median_inlier_ratio_raw": float(np.median(i / np.maximum(raw, 1))),
-            "few_matches": int(np.sum(m < 4))}
+    stats = {"median_matches": float(np.median(m)), "median_inliers": float(np.median(i)),
+             "median_inlier_ratio": float(np.median(i / np.maximum(m, 1))),
+             "median_inlier_ratio_raw": float(np.median(i / np.maximum(raw, 1))),
+             "few_matches": int(np.sum(m < 4))}
+    w = [r["info"]["weight_on_inliers"] for r in recs if "weight_on_inliers" in r.get("info", {})]
+    if w:
+        stats["median_weight_on_inliers"] = float(np.median(w))
+    return stats
 
 
 def _columns(report: dict, mode: str) -> list[tuple[str, dict]]:
@@ -139,7 +144,8 @@ def format_tables(ablation: dict, columns: str) -> str:
                 " / ".join(f"{x:.1f}" for x in cells[c]["recall"]) if c in cells else "-" for c in names) + " |")
         lines.append("")
     lines += ["## Inlier statistics (medians per condition: matches given to RANSAC, inliers, inliers / matches, "
-              "inliers / raw matches; queries left with < 4 matches)", ""]
+              "inliers / raw matches; queries left with < 4 matches; for weighted sampling, w = the share of the "
+              "sampling weight on the inliers, against inliers / matches for a uniform draw)", ""]
     conds = list((base["eval"] if base else {"conditions": {}})["conditions"]) or sorted(
         {c for rows in ablation["methods"].values() for r in rows.values() for c in r["inliers"]})
     lines += ["| method | network | " + " | ".join(conds) + " |", "|---|---|" + "---|" * len(conds)]
@@ -151,6 +157,8 @@ def format_tables(ablation: dict, columns: str) -> str:
             s = stats.get(c)
             cells.append("-" if not s else f"{s['median_matches']:.0f} / {s['median_inliers']:.0f} / "
                                            f"{s['median_inlier_ratio']:.2f} / {s['median_inlier_ratio_raw']:.2f}"
+                                           + (f" / w {s['median_weight_on_inliers']:.2f}"
+                                              if "median_weight_on_inliers" in s else "")
                                            + (f" ({s['few_matches']} < 4)" if s["few_matches"] else ""))
         lines.append(f"| {method} | {net} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -103,7 +103,8 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
         conf: from :func:`build_conf` (runner keys + ``localizer`` section).
         dataset: the benchmark.
         out_dir: output folder.
-        resume: continue a previous run in ``out_dir`` (its saved config must match ``conf``).
+        resume: continue a previous run in ``out_dir`` (its saved config must match ``conf``; keys the saved
+            config lacks, added to the defaults later, count with their default values).
         overwrite: discard previous results in ``out_dir``.
     Returns:
         Path of ``submission.txt``.
@@ -121,7 +122,8 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
         elif not resume:
             raise FileExistsError(f"{results_path} exists: pass --resume to continue that run or --overwrite to restart")
         elif conf_path.exists():
-            old = OmegaConf.load(conf_path)
+            # keys added to the defaults since that run count with their default values
+            old = OmegaConf.merge(OmegaConf.to_container(build_conf(conf.method)), OmegaConf.load(conf_path))
             old.pop("workers", None)
             new = OmegaConf.masked_copy(conf, [k for k in conf if k != "workers"])
             if OmegaConf.to_container(old) != OmegaConf.to_container(new):

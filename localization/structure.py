@@ -134,6 +134,8 @@ class StructureLocalizer(Localizer):
             res = ransac.pycolmap_ransac(kp, X, query.camera, rconf)
         else:
             res = ransac.p3p_ransac(b, X, query.camera.focal, rng, weights, rconf)
+        if weights is not None and res.num_inliers > 0:  # how much of the sampling mass the final inliers got
+            info["weight_on_inliers"] = float(weights[res.inliers].sum() / max(weights.sum(), 1e-300))
         if n < 4:
             info["reason"] = f"only {n} matches"
         elif not res.success:

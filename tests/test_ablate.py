@@ -28,6 +28,8 @@ def test_inlier_statistics_known_answer():
     s = ablate.inlier_statistics(res, {"a": 20, "b": 8, "c": 60}, ["a", "b", "c", "missing"])
     assert s == {"median_matches": 10.0, "median_inliers": 5.0, "median_inlier_ratio": 0.5,
                  "median_inlier_ratio_raw": 0.25, "few_matches": 1}
+    weighted = {k: {**r, "info": {"weight_on_inliers": w}} for (k, r), w in zip(res.items(), (0.9, 0.1, 0.7))}
+    assert ablate.inlier_statistics(weighted, {}, ["a", "b", "c"])["median_weight_on_inliers"] == 0.7
     assert ablate.inlier_statistics(res, {}, ["missing"]) == {}
     assert ablate.inlier_statistics({"a": {"name": "a", "num_matches": 0, "num_inliers": 0}}, {}, ["a"]) == {}
 

@@ -102,3 +102,25 @@ def test_corrupt_query_image(demo, tmp_path):
     assert not rec[q.name]["success"] and "cannot decode image" in rec[q.name]["info"]["reason"]
     assert sum(r["success"] for r in rec.values()) >= len(ds.queries) - 2  # the others are still localized
     assert q.name in (out / "failed.txt").read_text()
+
+
+def test_resume_of_a_run_saved_before_new_default_keys(demo, tmp_path):
+    """A run whose saved config lacks keys added to the defaults later resumes when they keep their defaults;
+    setting such a key, or changing a saved one, is still refused."""
+    from omegaconf import OmegaConf
+
+    root, data = demo
+    ds = load_dataset("cmu", data)
+    out = tmp_path / "run"
+    localize.main(_conf(root, cache_dir=tmp_path / "cache"), ds, out)
+    saved = OmegaConf.load(out / "config.yaml")
+    del saved.localizer.ransac["adaptive"]  # as written by a version without the key
+    OmegaConf.save(saved, out / "config.yaml")
+    localize.main(_conf(root, cache_dir=tmp_path / "cache"), ds, out, resume=True)
+    OmegaConf.save(saved, out / "config.yaml")
+    with pytest.raises(ValueError, match="different"):
+        localize.main(_conf(root, cache_dir=tmp_path / "cache", localizer={"ransac": {"adaptive": True}}), ds, out,
+                      resume=True)
+    with pytest.raises(ValueError, match="different"):
+        localize.main(_conf(root, cache_dir=tmp_path / "cache", localizer={"ransac": {"num_iterations": 500}}), ds,
+                      out, resume=True)

@@ -85,4 +85,9 @@ def test_gsmc_end_to_end(demo):
         assert info["gsmc_mode"] == "reduced" and info["gsmc_time_s"] > 0
         assert r["num_matches"] == base_records[name]["num_matches"]  # no hard filtering
         assert 0 < info["num_scored_matches"] <= r["num_matches"] and info["score_max"] > 0
+        assert "weight_on_inliers" not in base_records[name]["info"]  # uniform sampling: nothing to report
+    # with the true semantics the sampling weight sits on the inliers more than a uniform draw's share
+    w = [r["info"]["weight_on_inliers"] for r in records.values() if r["success"]]
+    ratio = [r["num_inliers"] / r["num_matches"] for r in records.values() if r["success"]]
+    assert len(w) >= 4 and np.median(w) > np.median(ratio) and all(0 < x <= 1 for x in w)
     assert report["all"]["recall"][2] >= base["all"]["recall"][2] - 100 / 6 and report["conditions"]["dusk"]["recall"][1] == 100.0
