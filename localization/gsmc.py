@@ -40,7 +40,7 @@ import torch
 
 from fgsn.segment import resolve_device
 from reconstruction.datasets import Camera, ImageRecord
-from reconstruction.geometry import to_colmap_pixels
+from reconstruction.geometry import gravity_in_camera, to_colmap_pixels  # noqa: F401 (re-exported)
 from reconstruction.label_map import LabelledMap
 
 from .semantic import SemanticLocalizer
@@ -67,25 +67,6 @@ default_conf = {
 
 
 # ------------------------------------------------------------------------------------------------------ geometry
-def gravity_in_camera(cams_from_world: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Mean direction of the world up axis in the camera frame over a set of poses (database images).
-
-    Args:
-        cams_from_world: (N, 3, 4) poses, world -> camera.
-        up: (3,) world up direction.
-    Returns:
-        (3,) unit vector, camera frame.
-    Raises:
-        ValueError: empty input or shapes other than (N, 3, 4) / (3,).
-    """
-    T = np.asarray(cams_from_world, np.float64)
-    if T.ndim != 3 or T.shape[1:] != (3, 4) or len(T) == 0:
-        raise ValueError(f"cams_from_world must be (N, 3, 4) with N > 0, got {T.shape}")
-    up = np.asarray(up, np.float64).reshape(3)
-    g = (T[:, :, :3] @ (up / np.linalg.norm(up))).mean(0)
-    return g / np.linalg.norm(g)
-
-
 def horizontal_basis(up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit up u and two horizontal unit vectors a1, a2 with a1 x a2 = u (right-handed), all (3,)."""
     u = np.asarray(up, np.float64).reshape(3)
@@ -364,7 +345,6 @@ class GSMCLocalizer(SemanticLocalizer):
         super().__init__(conf, dataset, work_dir)
         if conf.gsmc.mode not in ("full", "reduced", "auto"):
             raise ValueError(f"gsmc.mode must be full, reduced or auto, got {conf.gsmc.mode!r}")
-        self._gravity: dict[tuple[str, str], np.ndarray] = {}
         self._point_rows: dict[str, np.ndarray] = {}
 
     def __getstate__(self):
@@ -378,18 +358,6 @@ class GSMCLocalizer(SemanticLocalizer):
         full = mode == "full"
         return {"mode": mode, "device": device, "num_angles": int(c.num_angles if full else c.reduced_num_angles),
                 "max_points": c.max_points if full else c.reduced_max_points}
-
-    def gravity(self, query: ImageRecord) -> np.ndarray:
-        """(3,) world up in the query camera frame: mean over the database images of the same camera id (of the
-        query's map if it has any, else of every map). Never uses the query's own pose."""
-        key = (query.map_id, query.camera_id)
-        if key not in self._gravity:
-            db = [d for d in self.dataset.database if d.camera_id == query.camera_id and d.cam_from_world is not None]
-            same_map = [d for d in db if d.map_id == query.map_id]
-            if not db:
-                raise ValueError(f"no database image with camera id {query.camera_id!r}: cannot estimate gravity")
-            self._gravity[key] = gravity_in_camera(np.array([d.cam_from_world for d in same_map or db]), self.dataset.up)
-        return self._gravity[key]
 
     def point_rows(self, map_id: str, max_points) -> np.ndarray:
         """Rows of the labelled, observed map points that GSMC projects (a seeded subsample if ``max_points``)."""

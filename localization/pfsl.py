@@ -26,7 +26,9 @@ ordered by ``timestamp_s``) is tracked by a set of pose particles:
 
 State (``state``): ``3dof`` **(ours, default)** perturbs only the horizontal position and the yaw about the
 dataset's up axis, so height and gravity direction come from the single-image initialisation (estimated from
-the database map) and are carried by the odometry; ``6dof`` perturbs all six degrees of freedom.
+the database map) and are carried by the odometry; ``6dof`` perturbs all six degrees of freedom. With
+``gravity: database`` the 3-DoF tilt is instead GSMC's database estimate (the mean up direction in the camera frame
+over the database images of the same camera).
 
 Re-initialisation rule **(ours)**: after the update, the map points visible from the mean pose are checked; the
 filter is declared diverged when, for ``reinit.patience`` consecutive frames, fewer than
@@ -86,6 +88,8 @@ default_conf = {
     "seed": 0,  # base seed; each sequence's generator is seeded from (seed, sequence name)
     "num_particles": 500,  # particles per sequence
     "state": "3dof",  # 3dof: noise on horizontal position + yaw about dataset.up only; 6dof: all six DoF
+    "gravity": "estimate",  # 3dof camera tilt: estimate (each (re)initialisation's single-image pose) or database
+    # (the mean over the database images of the query's camera, as GSMC; ours)
     "motion": {  # prediction noise added to each odometry increment
         "sigma_t_per_m": 0.06,  # translation sigma per metre travelled, metres / metre
         "sigma_t_min_m": 0.05,  # translation sigma added to every step, metres
@@ -690,6 +694,8 @@ class PFSLLocalizer(SemanticLocalizer):
         pc = conf.pfsl
         if pc.state not in ("3dof", "6dof"):
             raise ValueError(f"pfsl.state must be '3dof' or '6dof', got {pc.state!r}")
+        if pc.gravity not in ("estimate", "database"):
+            raise ValueError(f"pfsl.gravity must be 'estimate' or 'database', got {pc.gravity!r}")
         if pc.likelihood.model not in ("label", "agreement"):
             raise ValueError(f"pfsl.likelihood.model must be 'label' or 'agreement', got {pc.likelihood.model!r}")
         settings = OmegaConf.to_yaml(OmegaConf.create({"pfsl": pc, "features": conf.features, "matching": conf.matching,
@@ -820,7 +826,8 @@ class PFSLLocalizer(SemanticLocalizer):
             return pose, info
 
         conf = OmegaConf.to_container(pc, resolve=True)
-        states = run_filter(frames, points, conf, rng, single_image, up=self.dataset.up)
+        gravity_cam = self.gravity(records[0]) if pc.gravity == "database" and pc.state == "3dof" else None
+        states = run_filter(frames, points, conf, rng, single_image, up=self.dataset.up, gravity_cam=gravity_cam)
         out = failed("unreadable image")
         out["odometry"] = source
         for r, fr in zip(records, out["frames"]):

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from reconstruction import label_map, semantics
 from reconstruction.datasets import ImageRecord
+from reconstruction.geometry import gravity_in_camera
 from reconstruction.label_map import LabelledMap
 from reconstruction.semantics import LabelReader
 
@@ -38,6 +41,7 @@ class SemanticLocalizer(StructureLocalizer):
                                    for m, p in self.map_paths.items()}
         self._labelled: dict[str, LabelledMap] = {}
         self._reader: LabelReader | None = None
+        self._gravity: dict[tuple[str, str], np.ndarray] = {}
 
     def prepare(self, queries: list[ImageRecord] | None = None) -> None:
         super().prepare(queries)
@@ -51,6 +55,18 @@ class SemanticLocalizer(StructureLocalizer):
         if map_id not in self._labelled:
             self._labelled[map_id] = LabelledMap.load(self.labelled_map_paths[map_id])
         return self._labelled[map_id]
+
+    def gravity(self, query: ImageRecord) -> np.ndarray:
+        """(3,) world up in the query camera frame: mean over the database images of the same camera id (of the
+        query's map if it has any, else of every map). Never uses the query's own pose."""
+        key = (query.map_id, query.camera_id)
+        if key not in self._gravity:
+            db = [d for d in self.dataset.database if d.camera_id == query.camera_id and d.cam_from_world is not None]
+            same_map = [d for d in db if d.map_id == query.map_id]
+            if not db:
+                raise ValueError(f"no database image with camera id {query.camera_id!r}: cannot estimate gravity")
+            self._gravity[key] = gravity_in_camera(np.array([d.cam_from_world for d in same_map or db]), self.dataset.up)
+        return self._gravity[key]
 
     def label_reader(self) -> LabelReader:
         """Reader of the query and database label maps (by image key)."""

@@ -140,6 +140,25 @@ def estimate_up(cams_from_world: np.ndarray, snap_deg: float = 15.0) -> np.ndarr
     return axis if float(m @ axis) >= np.cos(np.radians(snap_deg)) else m
 
 
+def gravity_in_camera(cams_from_world: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Mean direction of the world up axis in the camera frame over a set of poses (database images).
+
+    Args:
+        cams_from_world: (N, 3, 4) poses, world -> camera.
+        up: (3,) world up direction.
+    Returns:
+        (3,) unit vector, camera frame.
+    Raises:
+        ValueError: empty input or shapes other than (N, 3, 4) / (3,).
+    """
+    T = np.asarray(cams_from_world, np.float64)
+    if T.ndim != 3 or T.shape[1:] != (3, 4) or len(T) == 0:
+        raise ValueError(f"cams_from_world must be (N, 3, 4) with N > 0, got {T.shape}")
+    up = np.asarray(up, np.float64).reshape(3)
+    g = (T[:, :, :3] @ (up / np.linalg.norm(up))).mean(0)
+    return g / np.linalg.norm(g)
+
+
 def to_colmap_pixels(xy: np.ndarray) -> np.ndarray:
     """Project convention (integer = pixel centre) -> COLMAP convention (pixel centre at +0.5)."""
     return np.asarray(xy, dtype=np.float64) + 0.5

@@ -351,6 +351,19 @@ def test_localizer_sequence_cache_resumes(tmp_path, monkeypatch):
     conf2 = copy.deepcopy(conf)
     conf2.pfsl.likelihood.tau = 0.1
     assert pfsl.PFSLLocalizer(conf2, ds, tmp_path / "cache").sequence_dir != loc.sequence_dir
+    # gravity=database: the 3-DoF tilt given to the filter is the database estimate of the query's camera
+    conf2.pfsl.gravity = "database"
+    loc3 = pfsl.PFSLLocalizer(conf2, ds, tmp_path / "cache")
+    loc3.labelled_map, loc3.label_reader, loc3._single_image = loc.labelled_map, loc.label_reader, loc._single_image
+    loc3.gravity = lambda q: np.array([0.0, -1.0, 0.0])
+    seen = []
+    run = pfsl.run_filter
+    monkeypatch.setattr(pfsl, "run_filter", lambda *a, **k: (seen.append(k["gravity_cam"]), run(*a, **k))[1])
+    loc3.prepare()
+    assert len(seen) == 2 and all(np.array_equal(g, [0, -1, 0]) for g in seen)
+    conf2.pfsl.gravity = "sky"
+    with pytest.raises(ValueError, match="pfsl.gravity"):
+        pfsl.PFSLLocalizer(conf2, ds, tmp_path / "cache")
 
 
 def test_end_to_end_on_demo(semantic_demo, tmp_path):
