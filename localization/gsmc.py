@@ -40,7 +40,7 @@ import torch
 
 from fgsn.segment import resolve_device
 from reconstruction.datasets import Camera, ImageRecord
-from reconstruction.geometry import gravity_in_camera, to_colmap_pixels  # noqa: F401 (re-exported)
+from reconstruction.geometry import to_colmap_pixels
 from reconstruction.label_map import LabelledMap
 
 from .semantic import SemanticLocalizer

@@ -71,10 +71,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
+from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from reconstruction.datasets import Camera, DatasetError, ImageRecord
-from reconstruction.geometry import camera_center, compose, invert_pose, qvec_to_rotmat
+from reconstruction.geometry import (average_quaternions, camera_center, compose, invert_pose, qvec_to_rotmat,
+                                    rotmats_to_qvecs)
 from reconstruction.semantics import LabelReader, labels_at
 
 from .base import QueryResult
@@ -139,15 +141,8 @@ default_conf = {
 # Pure filter functions (NumPy, no I/O)
 # ============================================================================================================
 def axis_angle_to_rotmat(omega: np.ndarray) -> np.ndarray:
-    """(N, 3) axis-angle vectors (radians) -> (N, 3, 3) rotation matrices (Rodrigues)."""
-    omega = np.asarray(omega, dtype=np.float64).reshape(-1, 3)
-    theta = np.linalg.norm(omega, axis=1)
-    k = omega / np.maximum(theta, 1e-12)[:, None]
-    K = np.zeros((len(omega), 3, 3))
-    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-    K[:, 1, 0], K[:, 2, 0], K[:, 2, 1] = k[:, 2], -k[:, 1], k[:, 0]
-    s, c = np.sin(theta)[:, None, None], np.cos(theta)[:, None, None]
-    return np.eye(3) + s * K + (1 - c) * (K @ K)
+    """(N, 3) axis-angle vectors (radians) -> (N, 3, 3) rotation matrices (scipy's Rodrigues)."""
+    return Rotation.from_rotvec(np.asarray(omega, dtype=np.float64).reshape(-1, 3)).as_matrix()
 
 
 def perturb_particles(R: np.ndarray, C: np.ndarray, rng: np.random.Generator, sigma_t_m, sigma_rot_rad: float,
@@ -396,37 +391,6 @@ def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.nda
     cum[-1] = 1.0
     positions = (rng.random() + np.arange(n)) / n
     return np.searchsorted(cum, positions, side="right")
-
-
-def rotmats_to_qvecs(R: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) rotation matrices -> (N, 4) unit quaternions (w, x, y, z), w >= 0 (batched Bar-Itzhack)."""
-    R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
-    r = {f"{i}{j}": R[:, i, j] for i in range(3) for j in range(3)}
-    z = np.zeros(len(R))
-    K = np.stack([
-        np.stack([r["00"] - r["11"] - r["22"], z, z, z], 1),
-        np.stack([r["01"] + r["10"], r["11"] - r["00"] - r["22"], z, z], 1),
-        np.stack([r["02"] + r["20"], r["12"] + r["21"], r["22"] - r["00"] - r["11"], z], 1),
-        np.stack([r["21"] - r["12"], r["02"] - r["20"], r["10"] - r["01"], r["00"] + r["11"] + r["22"]], 1),
-    ], 1) / 3.0
-    _, vecs = np.linalg.eigh(K)  # lower triangle used
-    x, y, zq, w = np.moveaxis(vecs[:, :, -1], 1, 0)
-    q = np.stack([w, x, y, zq], 1)
-    return q * np.where(q[:, :1] < 0, -1.0, 1.0)
-
-
-def average_quaternions(qvecs: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Weighted rotation average of (N, 4) quaternions (w, x, y, z) -> (4,) unit quaternion, w >= 0.
-
-    The eigenvector of the largest eigenvalue of sum_i w_i q_i q_i^T (Markley et al., "Averaging quaternions",
-    JGCD 2007); insensitive to the sign of each q_i.
-    """
-    q = np.asarray(qvecs, dtype=np.float64).reshape(-1, 4)
-    q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    w = np.ones(len(q)) if weights is None else np.asarray(weights, dtype=np.float64)
-    _, vecs = np.linalg.eigh(np.einsum("n,ni,nj->ij", w, q, q))
-    m = vecs[:, -1]
-    return -m if m[0] < 0 else m
 
 
 def mean_pose(R: np.ndarray, C: np.ndarray, weights: np.ndarray) -> np.ndarray:

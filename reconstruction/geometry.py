@@ -37,21 +37,41 @@ def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
 
 
 def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation matrix -> (4,) unit quaternion (w, x, y, z) with w >= 0 (Shepperd's method)."""
+    """(3, 3) rotation matrix -> (4,) unit quaternion (w, x, y, z) with w >= 0 (:func:`rotmats_to_qvecs`)."""
     R = np.asarray(R, dtype=np.float64)
     _check_shape("R", R, (3, 3))
-    K = np.array(
-        [
-            [R[0, 0] - R[1, 1] - R[2, 2], 0, 0, 0],
-            [R[0, 1] + R[1, 0], R[1, 1] - R[0, 0] - R[2, 2], 0, 0],
-            [R[0, 2] + R[2, 0], R[1, 2] + R[2, 1], R[2, 2] - R[0, 0] - R[1, 1], 0],
-            [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]],
-        ]
-    ) / 3.0
-    eigvals, eigvecs = np.linalg.eigh(K)
-    x, y, z, w = eigvecs[:, np.argmax(eigvals)]
-    q = np.array([w, x, y, z])
-    return -q if q[0] < 0 else q
+    return rotmats_to_qvecs(R[None])[0]
+
+
+def rotmats_to_qvecs(R: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) rotation matrices -> (N, 4) unit quaternions (w, x, y, z), w >= 0 (batched Bar-Itzhack)."""
+    R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
+    r = {f"{i}{j}": R[:, i, j] for i in range(3) for j in range(3)}
+    z = np.zeros(len(R))
+    K = np.stack([
+        np.stack([r["00"] - r["11"] - r["22"], z, z, z], 1),
+        np.stack([r["01"] + r["10"], r["11"] - r["00"] - r["22"], z, z], 1),
+        np.stack([r["02"] + r["20"], r["12"] + r["21"], r["22"] - r["00"] - r["11"], z], 1),
+        np.stack([r["21"] - r["12"], r["02"] - r["20"], r["10"] - r["01"], r["00"] + r["11"] + r["22"]], 1),
+    ], 1) / 3.0
+    _, vecs = np.linalg.eigh(K)  # lower triangle used
+    x, y, zq, w = np.moveaxis(vecs[:, :, -1], 1, 0)
+    q = np.stack([w, x, y, zq], 1)
+    return q * np.where(q[:, :1] < 0, -1.0, 1.0)
+
+
+def average_quaternions(qvecs: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Weighted rotation average of (N, 4) quaternions (w, x, y, z) -> (4,) unit quaternion, w >= 0.
+
+    The eigenvector of the largest eigenvalue of sum_i w_i q_i q_i^T (Markley et al., "Averaging quaternions",
+    JGCD 2007); insensitive to the sign of each q_i.
+    """
+    q = np.asarray(qvecs, dtype=np.float64).reshape(-1, 4)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    w = np.ones(len(q)) if weights is None else np.asarray(weights, dtype=np.float64)
+    _, vecs = np.linalg.eigh(np.einsum("n,ni,nj->ij", w, q, q))
+    m = vecs[:, -1]
+    return -m if m[0] < 0 else m
 
 
 def pose_from_qvec_center(qvec: np.ndarray, center: np.ndarray) -> np.ndarray:

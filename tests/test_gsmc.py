@@ -9,7 +9,7 @@ import torch
 from localization import gsmc
 from localization.ransac import sample_minimal_sets
 from reconstruction.datasets import Camera
-from reconstruction.geometry import camera_center, pose_errors, random_rotation
+from reconstruction.geometry import camera_center, gravity_in_camera, pose_errors, random_rotation
 from reconstruction.label_map import LabelledMap
 
 CAM = Camera("OPENCV", 160, 120, (110.0, 110.0, 80.0, 60.0, -0.05, 0.01, 0.0005, -0.0003))
@@ -117,7 +117,7 @@ def _scores(scene, **kw):
     lmap, rows = scene["lmap"], scene["rows"]
     up = np.array([0.0, 0, 1])
     heights = lmap.cam_height[rows][:, None].astype(np.float64) + np.array([-0.5, 0.0, 0.5])
-    g = gsmc.gravity_in_camera(scene["db"], up)
+    g = gravity_in_camera(scene["db"], up)
     kw.setdefault("point_rows", np.arange(len(lmap.xyz)))
     return gsmc.match_scores(scene["bearings"], lmap.xyz[rows], heights, g, up, lmap, query_labels=scene["labels"],
                              camera=CAM, **kw)
@@ -151,7 +151,7 @@ class TestPoseFamily:
         (position error <= horizontal distance x 0.5 deg, rotation error <= 0.5 deg plus the gravity noise)."""
         lmap, T = scene["lmap"], scene["T"]
         up = np.array([0.0, 0, 1])
-        g = gsmc.gravity_in_camera(scene["db"], up)  # from the database, not from T
+        g = gravity_in_camera(scene["db"], up)  # from the database, not from T
         k = 0
         row = scene["rows"][k]
         heights = np.array([[1.3, 1.8, 2.3]])
@@ -275,6 +275,6 @@ class TestWeightedSampling:
     def test_gravity_from_database(self):
         up = np.array([0.0, 0, 1])
         db = [np.concatenate([_look(yaw, -2), np.zeros((3, 1))], 1) for yaw in (-30, 0, 45)]
-        np.testing.assert_allclose(gsmc.gravity_in_camera(np.array(db), up), _look(0, -2) @ up, atol=1e-12)
+        np.testing.assert_allclose(gravity_in_camera(np.array(db), up), _look(0, -2) @ up, atol=1e-12)
         with pytest.raises(ValueError):
-            gsmc.gravity_in_camera(np.zeros((0, 3, 4)), up)
+            gravity_in_camera(np.zeros((0, 3, 4)), up)

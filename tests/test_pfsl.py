@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from localization import pfsl
 from reconstruction.datasets import Camera, ImageRecord
-from reconstruction.geometry import camera_center, pose_errors, qvec_to_rotmat, random_rotation
+from reconstruction.geometry import (average_quaternions, camera_center, pose_errors, qvec_to_rotmat, random_rotation,
+                                    rotmats_to_qvecs)
 
 CAM = Camera("PINHOLE", 160, 120, (90.0, 90.0, 80.0, 60.0))
 WALL_Y, WALL_H, CELL, K = 6.0, 8.0, 2.0, 9  # labels 0-7 on cells, 8 = sky
@@ -107,7 +108,7 @@ class TestRotations:
     def test_rotmats_to_qvecs_round_trip(self):
         rng = np.random.default_rng(0)
         R = np.stack([random_rotation(rng) for _ in range(50)])
-        q = pfsl.rotmats_to_qvecs(R)
+        q = rotmats_to_qvecs(R)
         np.testing.assert_allclose(qvec_to_rotmat(q), R, atol=1e-9)
         assert np.all(q[:, 0] >= 0)
 
@@ -118,14 +119,14 @@ class TestRotations:
         R0 = qvec_to_rotmat(q0)
         omega = rng.normal(size=(200, 3)) * 0.1
         Rs = pfsl.axis_angle_to_rotmat(np.concatenate([omega, -omega])) @ R0
-        q = pfsl.rotmats_to_qvecs(Rs) * rng.choice([-1, 1], size=(400, 1))
-        np.testing.assert_allclose(pfsl.average_quaternions(q), q0, atol=1e-6)
+        q = rotmats_to_qvecs(Rs) * rng.choice([-1, 1], size=(400, 1))
+        np.testing.assert_allclose(average_quaternions(q), q0, atol=1e-6)
         # weights select: all weight on one
         w = np.zeros(400); w[7] = 1
-        np.testing.assert_allclose(qvec_to_rotmat(pfsl.average_quaternions(q, w)), Rs[7], atol=1e-9)
+        np.testing.assert_allclose(qvec_to_rotmat(average_quaternions(q, w)), Rs[7], atol=1e-9)
         # mean of two rotations about z by 0 and 60 degrees is 30 degrees
-        a = pfsl.rotmats_to_qvecs(pfsl.axis_angle_to_rotmat(np.array([[0, 0, 0.0], [0, 0, np.pi / 3]])))
-        np.testing.assert_allclose(pfsl.average_quaternions(a), [np.cos(np.pi / 12), 0, 0, np.sin(np.pi / 12)],
+        a = rotmats_to_qvecs(pfsl.axis_angle_to_rotmat(np.array([[0, 0, 0.0], [0, 0, np.pi / 3]])))
+        np.testing.assert_allclose(average_quaternions(a), [np.cos(np.pi / 12), 0, 0, np.sin(np.pi / 12)],
                                    atol=1e-9)
 
     def test_mean_pose(self):
@@ -287,7 +288,7 @@ def test_odometry_sources(tmp_path):
     lines = ["# header"]
     for a, b in zip(recs[:-1], recs[1:]):
         d = pfsl.relative_pose(a.cam_from_world, b.cam_from_world)
-        q = pfsl.rotmats_to_qvecs(d[None, :, :3])[0]
+        q = rotmats_to_qvecs(d[None, :, :3])[0]
         lines.append(f"{a.name} {b.name} " + " ".join(f"{v:.12f}" for v in (*q, *d[:, 3])))
     odo.write_text("\n".join(lines[:-1]) + "\n")  # last pair missing
     conf.perturb_file = False

@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig
 
 from reconstruction.datasets import DatasetError, load_dataset
-from reconstruction.geometry import rotmat_to_qvec
+from reconstruction.geometry import average_quaternions, rotmat_to_qvec
 
 from .pose import cam_from_world_to_pose
 
@@ -267,10 +267,7 @@ def mean_pose(records: Sequence[PoseRecord]) -> tuple[np.ndarray, np.ndarray]:
         sum q q^T, the rotation minimising the summed squared chordal distances).
     """
     P = np.stack([r.position for r in records])
-    Q = np.stack([r.qvec for r in records])
-    w, V = np.linalg.eigh(Q.T @ Q)
-    q = V[:, -1]
-    return P.mean(0), (-q if q[0] < 0 else q)
+    return P.mean(0), average_quaternions(np.stack([r.qvec for r in records]))
 
 
 def make_windows(records: Sequence[PoseRecord], steps: int, skip: int) -> list[list[int]]:
