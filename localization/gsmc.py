@@ -40,7 +40,7 @@ import torch
 
 from fgsn.segment import resolve_device
 from reconstruction.datasets import Camera, ImageRecord
-from reconstruction.geometry import to_colmap_pixels
+from reconstruction.geometry import horizontal_basis, to_colmap_pixels
 from reconstruction.label_map import LabelledMap
 
 from .semantic import SemanticLocalizer
@@ -67,15 +67,6 @@ default_conf = {
 
 
 # ------------------------------------------------------------------------------------------------------ geometry
-def horizontal_basis(up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit up u and two horizontal unit vectors a1, a2 with a1 x a2 = u (right-handed), all (3,)."""
-    u = np.asarray(up, np.float64).reshape(3)
-    u = u / np.linalg.norm(u)
-    a1 = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
-    a1 /= np.linalg.norm(a1)
-    return u, a1, np.cross(u, a1)
-
-
 def pose_family(bearings: np.ndarray, points3D: np.ndarray, up_cam: np.ndarray, up: np.ndarray,
                 heights: np.ndarray, phis: np.ndarray, min_elevation_deg: float = 0.1):
     """Camera poses consistent with one 2D-3D match each, a known gravity direction and camera height.

@@ -160,6 +160,15 @@ def estimate_up(cams_from_world: np.ndarray, snap_deg: float = 15.0) -> np.ndarr
     return axis if float(m @ axis) >= np.cos(np.radians(snap_deg)) else m
 
 
+def horizontal_basis(up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit up u and two horizontal unit vectors a1, a2 with a1 x a2 = u (right-handed), all (3,)."""
+    u = np.asarray(up, np.float64).reshape(3)
+    u = u / np.linalg.norm(u)
+    a1 = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
+    a1 /= np.linalg.norm(a1)
+    return u, a1, np.cross(u, a1)
+
+
 def gravity_in_camera(cams_from_world: np.ndarray, up: np.ndarray) -> np.ndarray:
     """Mean direction of the world up axis in the camera frame over a set of poses (database images).
 

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from .datasets import DatasetError, SeasonsDataset
-from .geometry import camera_center, from_colmap_pixels
+from .geometry import camera_center, from_colmap_pixels, horizontal_basis
 from .semantics import LabelReader, labels_at
 from .sfm_map import database_records_by_image, load_reconstruction
 
@@ -213,10 +213,7 @@ def render_picture(lmap: LabelledMap, path: Path, up: np.ndarray = (0, 0, 1), ma
     from fgsn.utils.plotting import pyplot, save_figure
 
     plt = pyplot()
-    up = np.asarray(up, np.float64) / np.linalg.norm(up)
-    a = np.cross(up, [1.0, 0, 0] if abs(up[0]) < 0.9 else [0, 1.0, 0])
-    a /= np.linalg.norm(a)
-    b = np.cross(up, a)
+    up, a, b = horizontal_basis(up)
     xyz = lmap.xyz
     keep = np.all(np.isfinite(xyz), 1)
     if keep.sum() > 0:  # drop the farthest 1 % of points so that a few outliers do not shrink the picture

@@ -9,7 +9,7 @@ import torch
 from localization import gsmc
 from localization.ransac import sample_minimal_sets
 from reconstruction.datasets import Camera
-from reconstruction.geometry import camera_center, gravity_in_camera, pose_errors, random_rotation
+from reconstruction.geometry import camera_center, gravity_in_camera, horizontal_basis, pose_errors, random_rotation
 from reconstruction.label_map import LabelledMap
 
 CAM = Camera("OPENCV", 160, 120, (110.0, 110.0, 80.0, 60.0, -0.05, 0.01, 0.0005, -0.0003))
@@ -131,7 +131,7 @@ class TestPoseFamily:
         R, C = random_rotation(rng), rng.normal(size=(3,)) * 10
         X = C + R.T @ np.array([2.0, -1.0, 12.0])
         d = R @ (X - C) / np.linalg.norm(X - C)
-        u, a1, a2 = gsmc.horizontal_basis(up)
+        u, a1, a2 = horizontal_basis(up)
         w = (X - C) - ((X - C) @ u) * u
         Rf, Cf, valid = gsmc.pose_family(d[None], X[None], R @ up, up, np.array([[C @ u, C @ u + 0.5]]),
                                          np.array([math.atan2(w @ a2, w @ a1), 0.3]))
