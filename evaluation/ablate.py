@@ -225,8 +225,7 @@ def main(conf, out_dir: Path) -> dict:
     for q in dataset.queries:
         by_condition.setdefault(q.condition, []).append(q.name)
 
-    def inliers_per_condition(run_dir: Path, raw: dict[str, int]) -> dict:
-        res = read_results(run_dir / "results.jsonl")
+    def inliers_per_condition(res: dict[str, dict], raw: dict[str, int]) -> dict:
         return {c: inlier_statistics(res, raw, names) for c, names in sorted(by_condition.items())}
 
     ablation: dict = {"baseline": None, "methods": {}}
@@ -234,8 +233,9 @@ def main(conf, out_dir: Path) -> dict:
     if conf.baseline:
         run_dir = out_dir / conf.baseline
         ev = run_method(conf, dataset, conf.baseline, run_dir, cache, None)
-        raw = {n: r["num_matches"] for n, r in read_results(run_dir / "results.jsonl").items()}
-        ablation["baseline"] = {"method": conf.baseline, "eval": ev, "inliers": inliers_per_condition(run_dir, raw)}
+        res = read_results(run_dir / "results.jsonl")
+        raw = {n: r["num_matches"] for n, r in res.items()}
+        ablation["baseline"] = {"method": conf.baseline, "eval": ev, "inliers": inliers_per_condition(res, raw)}
     for method in conf.methods:
         ablation["methods"][method] = {}
         for name, sem, k in nets:
@@ -243,7 +243,8 @@ def main(conf, out_dir: Path) -> dict:
             logger.info("Ablation: %s with %s", method, name)
             ev = run_method(conf, dataset, method, run_dir, cache, sem)
             ablation["methods"][method][name] = {"num_clusters": k, "eval": ev,
-                                                 "inliers": inliers_per_condition(run_dir, raw)}
+                                                 "inliers": inliers_per_condition(
+                                                     read_results(run_dir / "results.jsonl"), raw)}
     (out_dir / "ablation.json").write_text(json.dumps(ablation, indent=2))
     (out_dir / "table.md").write_text(format_tables(ablation, conf.columns))
     plot_recall_vs_clusters(ablation, conf.columns, out_dir / "recall_vs_clusters.png")
