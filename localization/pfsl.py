@@ -75,8 +75,8 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from reconstruction.datasets import Camera, DatasetError, ImageRecord
-from reconstruction.geometry import (average_quaternions, camera_center, compose, invert_pose, qvec_to_rotmat,
-                                    rotmats_to_qvecs)
+from reconstruction.geometry import (average_quaternions, camera_center, compose, invert_pose, pose_from_qvec_tvec,
+                                    qvec_to_rotmat, rotmats_to_qvecs)
 from reconstruction.semantics import LabelReader, labels_at
 
 from .base import QueryResult
@@ -578,7 +578,7 @@ def read_odometry_file(path: Path) -> dict[tuple[str, str], np.ndarray]:
                 v = np.array([float(x) for x in parts[2:]])
             except ValueError:
                 raise DatasetError(f"{path}:{lineno}: expected 'name_prev name_cur qw qx qy qz tx ty tz'") from None
-            out[(parts[0], parts[1])] = np.concatenate([qvec_to_rotmat(v[:4]), v[4:, None]], axis=1)
+            out[(parts[0], parts[1])] = pose_from_qvec_tvec(v[:4], v[4:])
     return out
 
 
