@@ -31,7 +31,8 @@ import torch  # noqa: E402
 from _common import seasons_parser  # noqa: E402
 from evaluation.evaluate import recall  # noqa: E402
 from localization.gsmc import GSMCLocalizer  # noqa: E402
-from localization.localize import build_conf, query_rng  # noqa: E402
+from fgsn.utils.seeding import keyed_rng  # noqa: E402
+from localization.localize import build_conf  # noqa: E402
 from localization.ransac import count_inliers  # noqa: E402
 from localization.ssmc import SSMCLocalizer  # noqa: E402
 from reconstruction.datasets import load_dataset, parse_slices  # noqa: E402
@@ -78,7 +79,7 @@ def main() -> None:
             if name == "gsmc-full" and i >= args.full_queries:
                 continue
             t0 = time.perf_counter()
-            res = loc.localize(q, query_rng(0, q.key))
+            res = loc.localize(q, keyed_rng(0, q.key))
             dt = time.perf_counter() - t0
             err = pose_errors(res.cam_from_world, q.cam_from_world) if res.success else (np.inf, np.inf)
             mass = float(loc.last[1][true].sum()) if name.startswith("gsmc") else float("nan")

@@ -18,7 +18,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from _common import seasons_parser  # noqa: E402
 from evaluation.evaluate import THRESHOLDS, recall  # noqa: E402
-from localization.localize import build_conf, query_rng  # noqa: E402
+from fgsn.utils.seeding import keyed_rng  # noqa: E402
+from localization.localize import build_conf  # noqa: E402
 from localization.ransac import p3p_ransac, pycolmap_ransac  # noqa: E402
 from localization.structure import StructureLocalizer  # noqa: E402
 from reconstruction.datasets import load_dataset, parse_slices  # noqa: E402
@@ -38,8 +39,8 @@ def main() -> None:
     rconf = {k: v for k, v in conf.ransac.items() if k != "estimator"}
     rconf["num_iterations"] = args.iterations
     estimators = {
-        "ours": lambda q, m: p3p_ransac(m["bearings"], m["points3D"], q.camera.focal, query_rng(0, q.key), conf=rconf),
-        "ours, adaptive": lambda q, m: p3p_ransac(m["bearings"], m["points3D"], q.camera.focal, query_rng(0, q.key),
+        "ours": lambda q, m: p3p_ransac(m["bearings"], m["points3D"], q.camera.focal, keyed_rng(0, q.key), conf=rconf),
+        "ours, adaptive": lambda q, m: p3p_ransac(m["bearings"], m["points3D"], q.camera.focal, keyed_rng(0, q.key),
                                                   conf={**rconf, "adaptive": True}),
         "pycolmap": lambda q, m: pycolmap_ransac(m["keypoints"], m["points3D"], q.camera, rconf),
     }

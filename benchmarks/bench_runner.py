@@ -31,6 +31,7 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from _common import REPO  # noqa: E402
+from fgsn.utils.seeding import keyed_rng  # noqa: E402
 from localization import localize, submission  # noqa: E402
 from localization.base import Localizer, QueryResult  # noqa: E402
 from reconstruction.datasets import ImageRecord, SeasonsDataset  # noqa: E402
@@ -92,7 +93,7 @@ def main() -> None:
     loc = RandomPoseLocalizer({}, ds, args.out)
     t0 = time.perf_counter()
     for q in ds.queries:
-        loc.localize(q, localize.query_rng(0, q.key))
+        loc.localize(q, keyed_rng(0, q.key))
     t_plain = time.perf_counter() - t0
 
     t_full = run(n, args.out / "full")

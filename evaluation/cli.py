@@ -10,9 +10,10 @@ To add a subcommand, add one line to ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
+
+from fgsn.utils.registry import import_object
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,7 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         if name == command:
-            importlib.import_module(module).add_arguments(p)
+            import_object(module).add_arguments(p)
     return parser
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    module = import_object(COMMANDS[args.command][0])
     ret = module.run(args)
     return int(ret or 0)
 

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from .data.camvid import CAMVID_CLASSES, CamVidDataset
 from .data.correspondence import load_samples, split_samples
-from .data.image import read_image, resize_short_side, scale_points
+from .data.image import resize_short_side, scale_points
+from .utils.io import read_image
 from .models import PSPNet
 from .segment import predict_scores, resolve_device
 from .train import label_agreement

@@ -28,7 +28,8 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .data.image import read_image, resize_short_side
+from .data.image import resize_short_side
+from .utils.io import read_image
 from .models import PSPNet
 from .sliding import image_to_tensor, sliding_window
 

@@ -55,6 +55,7 @@ from .models.pspnet import upsample
 from .segment import predict_scores, resolve_device
 from .sliding import image_to_tensor
 from .utils.config import save_config
+from .utils.io import atomic_path
 from .utils.logging import setup_logging
 from .weights import load_state_dict_file, load_weights
 
@@ -189,8 +190,7 @@ def compute_clusters(model: PSPNet, data: CorrespondenceDataset, conf, rng: np.r
                 stats["empty"], stats["objective"])
     label_maps = {}
     labels_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = labels_path.with_suffix(".tmp.h5")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(labels_path) as tmp, h5py.File(tmp, "w") as f:
         for name, path in tqdm(refs.items(), desc="labels", leave=False):
             img, _ = data.load(path)
             s = predict_scores(model, img, inf.patch, inf.step, inf.batch_size,
@@ -198,7 +198,6 @@ def compute_clusters(model: PSPNet, data: CorrespondenceDataset, conf, rng: np.r
             lab = s.argmax(0).cpu().numpy().astype(np.uint16)
             label_maps[name] = lab
             f.create_dataset(name, data=lab, compression="gzip", compression_opts=4)
-    tmp.replace(labels_path)
     return state, stats, label_maps
 
 

@@ -33,12 +33,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
 
 import numpy as np
 import torch
 
 from fgsn.segment import resolve_device
+from fgsn.utils.seeding import keyed_rng
 from reconstruction.datasets import Camera, ImageRecord
 from reconstruction.geometry import horizontal_basis, to_colmap_pixels
 from reconstruction.label_map import LabelledMap
@@ -356,7 +356,7 @@ class GSMCLocalizer(SemanticLocalizer):
             lm = self.labelled_map(map_id)
             rows = np.nonzero((lm.label >= 0) & np.isfinite(lm.d_min) & (lm.d_max > 0))[0]
             if max_points is not None and len(rows) > int(max_points):
-                rng = np.random.default_rng([int(self.conf.gsmc.seed), zlib.crc32(map_id.encode())])
+                rng = keyed_rng(int(self.conf.gsmc.seed), map_id)
                 rows = np.sort(rng.choice(rows, int(max_points), replace=False))
             self._point_rows[map_id] = rows
         return self._point_rows[map_id]

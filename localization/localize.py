@@ -16,12 +16,10 @@ submission does not depend on interruptions, on ``--workers`` or on the order of
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import multiprocessing as mp
 import os
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,8 @@ from tqdm import tqdm
 
 from fgsn.utils.config import merge_config, save_config
 from fgsn.utils.logging import setup_logging
+from fgsn.utils.registry import lookup
+from fgsn.utils.seeding import keyed_rng
 from reconstruction.datasets import SeasonsDataset, load_dataset, parse_slices
 
 from . import submission as sub
@@ -55,10 +55,8 @@ default_conf = {
 
 
 def get_localizer_class(method: str) -> type[Localizer]:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    module, cls = METHODS[method].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The :class:`Localizer` subclass of ``method`` (a key of :data:`METHODS`); ValueError for an unknown one."""
+    return lookup(METHODS, method, "method")
 
 
 def build_conf(method: str, yaml_path=None, overrides=(), extra=None):
@@ -68,15 +66,10 @@ def build_conf(method: str, yaml_path=None, overrides=(), extra=None):
     return merge_config(base, yaml_path=yaml_path, overrides=overrides, extra=extra)
 
 
-def query_rng(seed: int, key: str) -> np.random.Generator:
-    """The query's own generator: independent of run order, workers and resumption."""
-    return np.random.default_rng([int(seed), zlib.crc32(key.encode())])
-
-
 def _run_one(localizer: Localizer, query, seed: int) -> QueryResult:
     t0 = time.perf_counter()
     try:
-        result = localizer.localize(query, query_rng(seed, query.key))
+        result = localizer.localize(query, keyed_rng(seed, query.key))
     except (ValueError, KeyError, OSError) as e:  # bad data for this query: a failed result, not a dead run
         logger.error("Query %s failed with an error: %s", query.name, e)
         result = QueryResult(query.name, False, info={"reason": f"error: {e}"})

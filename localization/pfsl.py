@@ -64,8 +64,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
-import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -74,6 +72,8 @@ from omegaconf import OmegaConf
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
+from fgsn.utils.io import write_text_atomic
+from fgsn.utils.seeding import keyed_rng
 from reconstruction.datasets import Camera, DatasetError, ImageRecord
 from reconstruction.geometry import (average_quaternions, camera_center, compose, invert_pose, pose_from_qvec_tvec,
                                     qvec_to_rotmat, rotmats_to_qvecs)
@@ -631,11 +631,6 @@ def group_sequences(queries: Sequence[ImageRecord]) -> dict[str, list[ImageRecor
     return {k: sorted(v, key=lambda r: (r.timestamp_s, r.name)) for k, v in sorted(seqs.items())}
 
 
-def sequence_rng(seed: int, sequence: str) -> np.random.Generator:
-    """A sequence's own generator, seeded from (seed, sequence name)."""
-    return np.random.default_rng([int(seed), zlib.crc32(sequence.encode())])
-
-
 def _jsonable(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
@@ -687,10 +682,7 @@ class PFSLLocalizer(SemanticLocalizer):
                     "all" if self._stationary is None else self._stationary)
         for name, records in tqdm(todo.items(), desc="PFSL sequences", unit="sequence", disable=None):
             result = self.filter_sequence(name, records)
-            path = self.sequence_path(name)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(_jsonable(result)))
-            os.replace(tmp, path)
+            write_text_atomic(self.sequence_path(name), json.dumps(_jsonable(result)))
 
     def stationary_labels(self) -> list[int] | None:
         """The label ids used by the observation model (None = all), from ``pfsl.stationary``."""
@@ -753,7 +745,7 @@ class PFSLLocalizer(SemanticLocalizer):
     def filter_sequence(self, name: str, records: list[ImageRecord]) -> dict:
         """Run the filter over one time-ordered sequence; returns the sequence file's content (module docstring)."""
         pc = self.conf.pfsl
-        rng = sequence_rng(pc.seed, name)
+        rng = keyed_rng(pc.seed, name)
 
         def failed(reason):
             return {"sequence": name, "odometry": None, "frames": [

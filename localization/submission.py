@@ -17,13 +17,13 @@ failure. ``failed.txt`` beside the submission lists those queries with the reaso
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from fgsn.utils.io import atomic_path
 from reconstruction.datasets import SeasonsDataset
 from reconstruction.geometry import pose_from_qvec_tvec, rotmat_to_qvec
 
@@ -123,10 +123,9 @@ def write_submission(dataset: SeasonsDataset, poses: dict[str, np.ndarray | None
                 raise SubmissionError(f"{path}: pose of {q.name} is not a finite rigid transform")
             qvec, tvec = rotmat_to_qvec(R), T[:, 3]
         lines.append(_format_line(q.name, qvec, tvec))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    validate_submission(tmp, dataset)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+        validate_submission(tmp, dataset)
     return path, failed
 
 

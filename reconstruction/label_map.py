@@ -30,6 +30,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fgsn.utils.io import atomic_path
+
 from .datasets import DatasetError, SeasonsDataset
 from .geometry import camera_center, from_colmap_pixels, horizontal_basis
 from .semantics import LabelReader, labels_at
@@ -174,8 +176,7 @@ def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path
                 int((label >= 0).sum()), M, float(np.median(confidence[label >= 0])) if (label >= 0).any() else 0.0,
                 len(np.unique(label[label >= 0])))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp.h5")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         f["xyz"] = stats["xyz"]
         f["label"] = label
         f["confidence"] = confidence
@@ -184,7 +185,6 @@ def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path
             f[k] = stats[k]
         f["cam_height"] = cam_height
         f.attrs.update(map_id=map_id, num_classes=reader.num_classes, labels=str(labels_path), up=up)
-    tmp.replace(out_path)
     return out_path
 
 

@@ -25,6 +25,8 @@ import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 
+from fgsn.utils.io import atomic_path
+
 from .datasets import DatasetError, ImageRecord, SeasonsDataset
 from .geometry import camera_center, from_colmap_pixels
 
@@ -160,8 +162,7 @@ def main(conf, dataset: SeasonsDataset, map_id: str, feature_path: Path, out_pat
                 map_id, len(point_ids), n_assoc, n_obs, 100.0 * n_assoc / max(n_obs, 1))
     stats = _visibility_stats(rec, point_ids, xyz, centers)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp.h5")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         f["xyz"] = xyz
         f["point3D_ids"] = point_ids
         f["descriptors"] = np.concatenate(descs)
@@ -170,7 +171,6 @@ def main(conf, dataset: SeasonsDataset, map_id: str, feature_path: Path, out_pat
             f[k] = v
         f.attrs["map_id"] = map_id
         f.attrs["num_images"] = len(records)
-    tmp.replace(out_path)
     return out_path
 
 

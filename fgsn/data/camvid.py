@@ -11,7 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .image import read_image, resize_short_side
+from ..utils.io import read_image
+from .image import resize_short_side
 
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian",
                   "bicyclist")

@@ -23,7 +23,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .image import read_image, resize_short_side, scale_points
+from ..utils.io import read_image
+from .image import resize_short_side, scale_points
 
 logger = logging.getLogger(__name__)
 

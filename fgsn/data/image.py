@@ -1,18 +1,8 @@
-"""Image reading and resizing shared by the FGSN datasets and inference."""
+"""Image resizing shared by the FGSN datasets and inference (reading: :func:`fgsn.utils.io.read_image`)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB. Raises FileNotFoundError if it cannot be read."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"Cannot read image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def resize_short_side(image: np.ndarray, short: int | None, interpolation=cv2.INTER_LINEAR) -> tuple[np.ndarray, float]:

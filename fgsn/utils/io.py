@@ -1,7 +1,12 @@
-"""Image reading with clear errors: a corrupt or truncated file names itself instead of decoding to grey."""
+"""File helpers shared by every package: image reading with clear errors (a corrupt or truncated file names
+itself instead of decoding to grey) and atomic writes (write to a temporary file, then replace).
+"""
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -34,3 +39,33 @@ def read_image(path: str | Path, grayscale: bool = False) -> np.ndarray:
             return np.asarray(im).copy()
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: cannot decode image ({e})") from None
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Write a file atomically: yields a temporary path beside ``path`` to write to (with any writer: text,
+    h5py, ``torch.save``); on success it replaces ``path`` (``os.replace``, atomic on one filesystem), on an
+    exception it is removed and ``path`` is left untouched. A run killed mid-write never leaves a partial
+    ``path``: at worst a stale ``<name>.tmp`` that the next write overwrites.
+
+    Example::
+
+        with atomic_path(out / "labels.h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                ...
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`); returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

@@ -4,21 +4,18 @@
 """
 from __future__ import annotations
 
-import importlib
+from fgsn.utils.registry import lookup
 
 # name -> "module:Class" (module relative to this package)
 MODELS = {
-    "posenet": "posenet:PoseNet",
-    "atloc": "atloc:AtLoc",
-    "atloc_plus": "atloc_plus:AtLocPlus",
-    "vlocnet": "vlocnet:VLocNet",
-    "colorization": "colorization:ColorizationAPR",
+    "posenet": ".posenet:PoseNet",
+    "atloc": ".atloc:AtLoc",
+    "atloc_plus": ".atloc_plus:AtLocPlus",
+    "vlocnet": ".vlocnet:VLocNet",
+    "colorization": ".colorization:ColorizationAPR",
 }
 
 
 def get_model(name: str):
     """Return the model class registered under ``name`` (raises ValueError naming the known models)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown APR model {name!r}; known: {', '.join(sorted(MODELS))}")
-    module, cls = MODELS[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return lookup(MODELS, name, "APR model", package=__name__)

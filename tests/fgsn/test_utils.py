@@ -1,0 +1,57 @@
+"""The shared helpers of fgsn.utils: atomic writes, per-key generators, the registry."""
+import zlib
+
+import numpy as np
+import pytest
+
+from fgsn.utils.io import atomic_path, write_text_atomic
+from fgsn.utils.registry import import_object, lookup
+from fgsn.utils.seeding import keyed_rng
+
+
+class TestAtomicPath:
+    def test_replaces_on_success(self, tmp_path):
+        p = tmp_path / "a.txt"
+        p.write_text("old")
+        with atomic_path(p) as tmp:
+            assert tmp != p and tmp.parent == p.parent
+            tmp.write_text("new")
+            assert p.read_text() == "old"  # untouched until the block ends
+        assert p.read_text() == "new" and not tmp.exists()
+
+    def test_error_keeps_old_file_and_removes_temporary(self, tmp_path):
+        p = tmp_path / "a.txt"
+        p.write_text("old")
+        with pytest.raises(RuntimeError):
+            with atomic_path(p) as tmp:
+                tmp.write_text("partial")
+                raise RuntimeError("killed")
+        assert p.read_text() == "old" and not tmp.exists()
+
+    def test_write_text(self, tmp_path):
+        assert write_text_atomic(tmp_path / "b.json", "{}").read_text() == "{}"
+
+
+def test_keyed_rng_known_stream():
+    a = keyed_rng(3, "slice2/query/img_00001_c0_1.jpg").random(4)
+    b = np.random.default_rng([3, zlib.crc32(b"slice2/query/img_00001_c0_1.jpg")]).random(4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, keyed_rng(3, "slice2/query/img_00002_c0_1.jpg").random(4))
+    assert not np.array_equal(a, keyed_rng(4, "slice2/query/img_00001_c0_1.jpg").random(4))
+
+
+class TestRegistry:
+    def test_import_object(self):
+        assert import_object("fgsn.utils.seeding:keyed_rng") is keyed_rng
+        assert import_object("fgsn.utils.seeding").keyed_rng is keyed_rng
+        assert import_object(".seeding:keyed_rng", package="fgsn.utils") is keyed_rng
+
+    def test_missing_attribute_names_spec(self):
+        with pytest.raises(ImportError, match="fgsn.utils.seeding:nope"):
+            import_object("fgsn.utils.seeding:nope")
+
+    def test_lookup_unknown_lists_known(self):
+        reg = {"a": "fgsn.utils.seeding:keyed_rng"}
+        assert lookup(reg, "a") is keyed_rng
+        with pytest.raises(ValueError, match="unknown method 'b'; choose one of a"):
+            lookup(reg, "b", "method")
