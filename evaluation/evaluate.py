@@ -1,4 +1,4 @@
-"""Benchmark evaluation: ``fgsn-loc evaluate`` (one module for every method, ALGORITHMS.md §10).
+"""Benchmark evaluation: ``fgsn-loc evaluate`` (one module for every method; thresholds and groups of Sattler et al., CVPR 2018, and Toft et al., TPAMI 2020).
 
 For every query with known ground truth: position error ||C_est - C_gt|| (metres) and rotation error
 arccos((trace(R_gt^T R_est) - 1) / 2) (degrees); recall at (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°) in percent,

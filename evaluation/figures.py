@@ -19,30 +19,11 @@ from fgsn.utils.plotting import pyplot, save_figure
 from localization.localize import get_localizer_class
 from localization.semantic import SemanticLocalizer
 from localization.submission import pose_from_record, read_results
-from reconstruction.datasets import Camera, load_dataset, parse_slices
-from reconstruction.geometry import from_colmap_pixels
+from reconstruction.camera import Camera, project_world
+from reconstruction.datasets import load_dataset, parse_slices
 from reconstruction.label_map import label_colors
 
 logger = logging.getLogger(__name__)
-
-
-def project(points3D: np.ndarray, cam_from_world: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """Project world points with the camera model (distortion included).
-
-    Args:
-        points3D: (N, 3) world points, metres.
-        cam_from_world: (3, 4) pose.
-        camera: intrinsics.
-    Returns:
-        xy: (N, 2) pixels (integer = pixel centre); valid: (N,) bool, in front of the camera and inside the image.
-    """
-    Xc = points3D @ cam_from_world[:, :3].T + cam_from_world[:, 3]
-    front = Xc[:, 2] > 1e-3
-    xy = np.full((len(points3D), 2), -1.0)
-    if front.any():
-        xy[front] = from_colmap_pixels(camera.to_pycolmap().img_from_cam(Xc[front]))
-    inside = (xy[:, 0] >= -0.5) & (xy[:, 1] >= -0.5) & (xy[:, 0] < camera.width - 0.5) & (xy[:, 1] < camera.height - 0.5)
-    return xy, front & inside
 
 
 def query_figure(image: np.ndarray, query_labels: np.ndarray, num_classes: int, keypoints: np.ndarray,
@@ -73,10 +54,10 @@ def query_figure(image: np.ndarray, query_labels: np.ndarray, num_classes: int, 
     axes[2].imshow(image)
     inl = np.zeros(len(keypoints), bool)
     if cam_from_world is not None:
-        xy, ok = project(map_xyz, cam_from_world, camera)
+        xy, ok = project_world(map_xyz, cam_from_world, camera, min_depth=1e-3)
         ok &= map_labels >= 0
         axes[1].scatter(xy[ok, 0], xy[ok, 1], c=label_colors(map_labels[ok], num_classes), s=3, linewidths=0)
-        pxy, pok = project(points3D, cam_from_world, camera)
+        pxy, pok = project_world(points3D, cam_from_world, camera, min_depth=1e-3)
         inl = kept & pok & (np.linalg.norm(pxy - keypoints, axis=1) < threshold_px)
     axes[1].set_title("labelled map projected with the estimated pose" if cam_from_world is not None
                       else "not localized: no projection")

@@ -1,4 +1,4 @@
-"""Sliding-window inference (FGSN / PSPNet, section 4 of docs/ALGORITHMS.md).
+"""Sliding-window inference (FGSN / PSPNet: Zhao et al., CVPR 2017; Larsson et al., ICCV 2019, Sec. 4).
 
 Patches of ``patch`` x ``patch`` pixels with ``step`` pixels between windows in both directions; the last window
 in each direction is flush with the image border. Each window's output is weighted by a map that is 1 on the

@@ -1,5 +1,5 @@
 """Geometric-semantic match consistency (GSMC, ``--method gsmc``; Toft et al., "Semantic Match Consistency for
-Long-Term Visual Localization", ECCV 2018; ALGORITHMS.md §8).
+Long-Term Visual Localization", ECCV 2018, Sec. 3.2; docs/semantic.md).
 
 Every 2D-3D match gets a semantic consistency score; RANSAC then draws its minimal sets with probabilities
 p_i = (s_i + eps) / sum_j (s_j + eps) (weighted sampling, no hard filtering).
@@ -39,8 +39,9 @@ import torch
 
 from fgsn.segment import resolve_device
 from fgsn.utils.seeding import keyed_rng
-from reconstruction.datasets import Camera, ImageRecord
-from reconstruction.geometry import horizontal_basis, to_colmap_pixels
+from reconstruction.camera import Camera
+from reconstruction.datasets import ImageRecord
+from reconstruction.geometry import horizontal_basis
 from reconstruction.label_map import LabelledMap
 
 from .semantic import SemanticLocalizer
@@ -118,71 +119,8 @@ def pose_family(bearings: np.ndarray, points3D: np.ndarray, up_cam: np.ndarray, 
     return R, centers, valid
 
 
-class CameraProjector:
-    """Projection of camera-frame points to pixels (integer = pixel centre) with the camera's distortion, in torch.
-
-    Supports COLMAP's SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL and OPENCV models. Points whose undistorted
-    normalised radius exceeds that of the image border (plus 5 %) are rejected, so that the distortion
-    polynomial cannot fold far-away points back into the image.
-
-    Args:
-        camera: the query camera.
-    Raises:
-        ValueError: an unsupported camera model.
-    """
-
-    def __init__(self, camera: Camera):
-        p = list(camera.params)
-        m = camera.model
-        if m == "SIMPLE_PINHOLE":
-            fx = fy = p[0]; cx, cy = p[1:3]; dist = [0, 0, 0, 0]  # noqa: E702
-        elif m == "PINHOLE":
-            fx, fy, cx, cy = p[:4]; dist = [0, 0, 0, 0]  # noqa: E702
-        elif m == "SIMPLE_RADIAL":
-            fx = fy = p[0]; cx, cy = p[1:3]; dist = [p[3], 0, 0, 0]  # noqa: E702
-        elif m == "RADIAL":
-            fx = fy = p[0]; cx, cy = p[1:3]; dist = [p[3], p[4], 0, 0]  # noqa: E702
-        elif m == "OPENCV":
-            fx, fy, cx, cy = p[:4]; dist = p[4:8]  # noqa: E702
-        else:
-            raise ValueError(f"GSMC cannot project with camera model {m!r} (supported: SIMPLE_PINHOLE, PINHOLE, "
-                             "SIMPLE_RADIAL, RADIAL, OPENCV)")
-        self.width, self.height = int(camera.width), int(camera.height)
-        self.fx, self.fy = float(fx), float(fy)
-        self.cx, self.cy = float(cx) - 0.5, float(cy) - 0.5  # COLMAP -> project pixel convention
-        self.k1, self.k2, self.p1, self.p2 = (float(v) for v in dist)
-        W, H = self.width, self.height
-        t = np.linspace(0, 1, 33)
-        border = np.concatenate([np.stack([t * (W - 1), np.zeros_like(t)], 1), np.stack([t * (W - 1), np.full_like(t, H - 1)], 1),
-                                 np.stack([np.zeros_like(t), t * (H - 1)], 1), np.stack([np.full_like(t, W - 1), t * (H - 1)], 1)])
-        xn = camera.to_pycolmap().cam_from_img(to_colmap_pixels(border))  # NaN where the model cannot reach
-        r2_border = np.square(xn).sum(1)
-        r2_border = float(np.nanmax(r2_border)) * 1.05**2 if np.isfinite(r2_border).any() else np.inf
-        # radius where the radial distortion r (1 + k1 r^2 + k2 r^4) stops increasing (fold-over)
-        r = np.linspace(0, 10, 10001)[1:]
-        falling = np.diff(r * (1 + self.k1 * r**2 + self.k2 * r**4)) <= 0
-        r_fold = float(r[np.argmax(falling)]) if falling.any() else np.inf
-        self.r2_max = min(r2_border, r_fold**2)
-
-    def __call__(self, Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(..., 3) camera-frame points -> u (...), v (...) pixels and ok (...) bool (in front, in the field of
-        view, inside the image)."""
-        z = Xc[..., 2]
-        front = z > 1e-6
-        zs = torch.where(front, z, torch.ones_like(z))
-        x, y = Xc[..., 0] / zs, Xc[..., 1] / zs
-        r2 = x * x + y * y
-        radial = 1 + self.k1 * r2 + self.k2 * r2 * r2
-        xd = x * radial + 2 * self.p1 * x * y + self.p2 * (r2 + 2 * x * x)
-        yd = y * radial + self.p1 * (r2 + 2 * y * y) + 2 * self.p2 * x * y
-        u = self.fx * xd + self.cx
-        v = self.fy * yd + self.cy
-        ok = front & (r2 < self.r2_max) & (u > -0.5) & (u < self.width - 0.5) & (v > -0.5) & (v < self.height - 0.5)
-        return u, v, ok
-
-
 def score_poses(R: torch.Tensor, centers: torch.Tensor, points: dict[str, torch.Tensor], query_labels: torch.Tensor,
-                projector: CameraProjector, view_margin_rad: float, distance_margin: float = 0.0) -> torch.Tensor:
+                camera: Camera, view_margin_rad: float, distance_margin: float = 0.0) -> torch.Tensor:
     """Semantic score of camera poses: labelled points visible from the pose whose label equals the query label.
 
     Coordinates may be expressed relative to any common origin (to keep float32 precise).
@@ -193,7 +131,7 @@ def score_poses(R: torch.Tensor, centers: torch.Tensor, points: dict[str, torch.
         points: labelled map points: ``xyz`` (M, 3) world, ``label`` (M,) int64 (>= 0), ``d_min``/``d_max`` (M,)
             metres, ``view_dir`` (M, 3) unit point -> cameras, ``view_spread`` (M,) radians.
         query_labels: (H, W) int64 query label map at the camera's resolution.
-        projector: the query camera.
+        camera: the query camera (projection with its distortion and fold-over guard, :mod:`reconstruction.camera`).
         view_margin_rad: margin added to view_spread / 2 in the visibility cone, radians.
         distance_margin: relative slack on d_min / d_max.
     Returns:
@@ -209,7 +147,9 @@ def score_poses(R: torch.Tensor, centers: torch.Tensor, points: dict[str, torch.
     visible = (dist2 > lo) & (dist2 < hi) & (along > torch.sqrt(torch.clamp(dist2, min=0)) * cos_thr)
     q, m = torch.nonzero(visible, as_tuple=True)  # project only the visible (pose, point) pairs
     Xc = torch.einsum("nij,nj->ni", R[q], X[m] - centers[q])
-    u, v, ok = projector(Xc)
+    uv, ok = camera.project(Xc)
+    ok &= camera.in_image(uv)
+    u, v = uv[:, 0], uv[:, 1]
     H, W = query_labels.shape
     ui = torch.clamp(torch.round(u), 0, W - 1).long()
     vi = torch.clamp(torch.round(v), 0, H - 1).long()
@@ -266,10 +206,10 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
         hyp &= (dphi <= (np.asarray(spread) / 2 + margin)[:, None])[:, None, :]
     # Hypotheses are scored in batches of matches; coordinates relative to the batch's first point (float32).
     lab_H, lab_W = query_labels.shape
-    projector = CameraProjector(camera)
+    camera.intrinsics  # noqa: B018  (raises ValueError for a model the projection does not support)
     qlab = torch.as_tensor(np.ascontiguousarray(query_labels), dtype=torch.int64, device=device)
-    if (lab_W, lab_H) != (projector.width, projector.height):
-        qlab = _resample_labels(qlab, projector.width, projector.height)
+    if (lab_W, lab_H) != (camera.width, camera.height):
+        qlab = _resample_labels(qlab, camera.width, camera.height)
     pts_all = {"xyz": lmap.xyz[point_rows].astype(np.float64), "label": lmap.label[point_rows],
                "d_min": lmap.d_min[point_rows], "d_max": lmap.d_max[point_rows],
                "view_dir": lmap.view_dir[point_rows], "view_spread": lmap.view_spread[point_rows]}
@@ -306,7 +246,7 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
             sl = slice(c0, c0 + chunk)
             Rb = torch.as_tensor(R[ks[kk[sl]], nn[sl]].astype(np.float32), device=device)
             Cb = torch.as_tensor((centers[ks[kk[sl]], hh[sl], nn[sl]] - origin).astype(np.float32), device=device)
-            s = score_poses(Rb, Cb, pts, qlab, projector, margin, distance_margin).cpu().numpy()
+            s = score_poses(Rb, Cb, pts, qlab, camera, margin, distance_margin).cpu().numpy()
             np.maximum.at(best, kk[sl], s)
         scores[ks] = best
     return scores

@@ -1,8 +1,8 @@
 """PFSL: a particle filter over query sequences with a semantic observation model (``--method pfsl``).
 
 After Stenborg et al., "Long-term visual localization using semantically segmented images", ICRA 2018
-(ALGORITHMS.md section 9). Each query sequence (one traversal of one camera: :attr:`ImageRecord.sequence`,
-ordered by ``timestamp_s``) is tracked by a set of pose particles:
+(Sec. III), as used by Larsson et al. (FGSN), ICCV 2019, Sec. 5. Each query sequence (one traversal of one
+camera: :attr:`ImageRecord.sequence`, ordered by ``timestamp_s``) is tracked by a set of pose particles:
 
 1. **Initialise** from a single-image estimate: P3P-RANSAC on the frame's 2D-3D matches (the inherited
    :class:`~localization.structure.StructureLocalizer` machinery, optionally after SSMC filtering), with the
@@ -74,7 +74,8 @@ from tqdm import tqdm
 
 from fgsn.utils.io import write_text_atomic
 from fgsn.utils.seeding import keyed_rng
-from reconstruction.datasets import Camera, DatasetError, ImageRecord
+from reconstruction.camera import Camera
+from reconstruction.datasets import DatasetError, ImageRecord
 from reconstruction.geometry import (average_quaternions, camera_center, compose, invert_pose, pose_from_qvec_tvec,
                                     qvec_to_rotmat, rotmats_to_qvecs)
 from reconstruction.semantics import LabelReader, labels_at
@@ -267,14 +268,6 @@ def relative_pose(cam_from_world_prev: np.ndarray, cam_from_world_cur: np.ndarra
     return compose(cam_from_world_cur, invert_pose(cam_from_world_prev))
 
 
-def _normalised_fov(camera: Camera) -> np.ndarray:
-    """(2,) max |x/z|, |y/z| of the image's undistorted rays (plus 5 %): guards against distortion fold-over."""
-    w, h = camera.width, camera.height
-    edges = np.array([[0, 0], [w, 0], [0, h], [w, h], [w / 2, 0], [w / 2, h], [0, h / 2], [w, h / 2]], float)
-    xn = camera.to_pycolmap().cam_from_img(edges)
-    return np.abs(xn).max(axis=0) * 1.05
-
-
 def project_visible(R: np.ndarray, C: np.ndarray, xyz: np.ndarray, d_min: np.ndarray, d_max: np.ndarray,
                     view_dir: np.ndarray, view_spread: np.ndarray, camera: Camera,
                     distance_scale: Sequence[float] = (0.5, 1.5), cone_margin_rad: float = 0.26,
@@ -283,7 +276,7 @@ def project_visible(R: np.ndarray, C: np.ndarray, xyz: np.ndarray, d_min: np.nda
 
     A point is visible when ``d_min * s0 <= |C - X| <= d_max * s1``, the angle between ``C - X`` and its mean
     viewing direction is below ``view_spread + cone_margin_rad``, its depth exceeds ``min_depth_m`` and it
-    projects inside the image.
+    projects inside the image (:meth:`reconstruction.camera.Camera.project`, fold-over guard included).
 
     Args:
         R: (P, 3, 3) cam_from_world rotations.
@@ -292,7 +285,7 @@ def project_visible(R: np.ndarray, C: np.ndarray, xyz: np.ndarray, d_min: np.nda
         d_min, d_max: (M,) distances to the observing database cameras, metres.
         view_dir: (M, 3) unit mean direction point -> observing cameras, world frame.
         view_spread: (M,) largest angle between an observing direction and ``view_dir``, radians.
-        camera: intrinsics (distortion applied by pycolmap).
+        camera: intrinsics (with distortion).
     Returns:
         uv: (P, M, 2) pixel coordinates (x, y), integer = pixel centre; undefined where not visible.
         visible: (P, M) bool.
@@ -306,15 +299,12 @@ def project_visible(R: np.ndarray, C: np.ndarray, xyz: np.ndarray, d_min: np.nda
     cos = np.einsum("pmk,mk->pm", diff, view_dir) / np.maximum(dist, 1e-9)
     vis &= cos >= np.cos(np.minimum(view_spread + cone_margin_rad, np.pi))
     Xc = -np.einsum("pij,pmj->pmi", R, diff)  # R (X - C)
-    z = Xc[..., 2]
-    vis &= z > min_depth_m
-    xn = Xc[..., :2] / np.where(vis, z, 1.0)[..., None]
-    vis &= np.all(np.abs(xn) <= _normalised_fov(camera), axis=2)
+    vis &= Xc[..., 2] > min_depth_m
     uv = np.zeros((P, M, 2))
-    if vis.any():
-        uv[vis] = camera.to_pycolmap().img_from_cam(Xc[vis]) - 0.5
-        vis &= ((uv[..., 0] > -0.5) & (uv[..., 0] < camera.width - 0.5)
-                & (uv[..., 1] > -0.5) & (uv[..., 1] < camera.height - 0.5))
+    if vis.any():  # project only the candidates
+        uv_vis, ok = camera.project(Xc[vis], min_depth_m)
+        uv[vis] = uv_vis
+        vis[vis] = ok & camera.in_image(uv_vis)
     return uv, vis
 
 

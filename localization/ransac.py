@@ -1,5 +1,5 @@
-"""P3P-RANSAC with a fixed iteration count and weighted sampling (the baseline of Toft et al. ECCV 2018, §6 of
-ALGORITHMS.md), and pycolmap's LO-RANSAC as an alternative estimator.
+"""P3P-RANSAC with a fixed iteration count and weighted sampling (the baseline of Toft et al. ECCV 2018, Sec. 4;
+Larsson et al. ICCV 2019, Sec. 5), and pycolmap's LO-RANSAC as an alternative estimator.
 
 Our loop: draw ``num_iterations`` minimal sets of 3 matches (uniformly, or with per-match probabilities, which
 GSMC uses), solve each with ``poselib.p3p`` (Persson & Nordberg's solver on bearing vectors), score every real

@@ -1,5 +1,5 @@
 """Simple semantic match consistency (SSMC, ``--method ssmc``; Toft et al., "Semantic Match Consistency for
-Long-Term Visual Localization", ECCV 2018; ALGORITHMS.md §7).
+Long-Term Visual Localization", ECCV 2018, Sec. 3.1).
 
 A 2D-3D match is kept only if the query's label at the keypoint (the query segmentation at the rounded pixel)
 equals the label of the matched 3D point (majority vote of the database segmentations,

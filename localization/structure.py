@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from reconstruction import features as feature_step
 from reconstruction import sfm_map
-from reconstruction.datasets import Camera, ImageRecord
-from reconstruction.geometry import to_colmap_pixels
+from reconstruction.camera import Camera
+from reconstruction.datasets import ImageRecord
 
 from . import matching, ransac
 from .base import Localizer, QueryResult
@@ -35,15 +35,9 @@ def matches_filename(feature_file: str, matching_conf) -> str:
 
 
 def undistort_to_bearings(keypoints: np.ndarray, camera: Camera) -> np.ndarray:
-    """(N, 2) raw keypoints (integer = pixel centre) -> (N, 3) unit bearing vectors in the camera frame.
-
-    The camera model's distortion is inverted by pycolmap (``Camera.cam_from_img``).
-    """
-    if len(keypoints) == 0:
-        return np.zeros((0, 3))
-    xn = camera.to_pycolmap().cam_from_img(to_colmap_pixels(keypoints))
-    b = np.concatenate([xn, np.ones((len(xn), 1))], axis=1)
-    return b / np.linalg.norm(b, axis=1, keepdims=True)
+    """(N, 2) raw keypoints (integer = pixel centre) -> (N, 3) unit bearing vectors in the camera frame
+    (:meth:`reconstruction.camera.Camera.bearings`: the model's distortion inverted by pycolmap)."""
+    return camera.bearings(keypoints)
 
 
 class StructureLocalizer(Localizer):

@@ -44,11 +44,6 @@ default_conf = {
 }
 
 
-def _normalized(keypoints: np.ndarray, camera: Camera) -> np.ndarray:
-    """(N, 2) raw pixels (integer = pixel centre) -> (N, 2) undistorted normalised coordinates."""
-    return camera.to_pycolmap().cam_from_img(to_colmap_pixels(keypoints))
-
-
 def _skew(t: np.ndarray) -> np.ndarray:
     return np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
 
@@ -135,7 +130,7 @@ def main(conf, dataset: SeasonsDataset, map_id: str, out_dir: Path, cache_dir: P
     with h5py.File(feature_path, "r") as f:
         kps = [f[r.key]["keypoints"][()].astype(np.float64) for r in records]
         descs = [f[r.key]["descriptors"][()] for r in records]
-    xns = [_normalized(k, r.camera) for k, r in zip(kps, records)]
+    xns = [r.camera.cam_from_img(k) for k, r in zip(kps, records)]  # undistorted normalised coordinates
     poses = np.stack([r.cam_from_world for r in records])
     centers = camera_center(poses)
     offsets = np.cumsum([0] + [len(k) for k in kps])

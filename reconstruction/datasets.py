@@ -37,6 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .camera import Camera
+from .records import DatasetError, ImageRecord
 from .geometry import estimate_up, invert_pose, pose_from_qvec_center
 
 logger = logging.getLogger(__name__)
@@ -48,73 +50,6 @@ CMU_SCENE_GROUPS = {**{i: "urban" for i in range(2, 9)}, **{i: "suburban" for i 
 ROBOTCAR_NIGHT_CONDITIONS = ("night", "night-rain")
 ROBOTCAR_REFERENCE = "overcast-reference"
 _CMU_NAME = re.compile(r"^img_(\d+)_(c\d+)_(\d+)us\.(jpg|png)$")
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing or malformed; the message names the file and the problem."""
-
-
-@dataclass(frozen=True)
-class Camera:
-    """A camera in COLMAP's model conventions (pixel centres at +0.5 inside the params' frame).
-
-    Attributes:
-        model: COLMAP model name, e.g. ``"OPENCV"`` (fx, fy, cx, cy, k1, k2, p1, p2) or ``"PINHOLE"``.
-        width, height: image size in pixels.
-        params: (P,) model parameters in COLMAP order.
-    """
-
-    model: str
-    width: int
-    height: int
-    params: tuple[float, ...]
-
-    def to_pycolmap(self):
-        import pycolmap
-
-        return pycolmap.Camera(model=self.model, width=self.width, height=self.height, params=list(self.params))
-
-    @property
-    def focal(self) -> float:
-        """Mean focal length in pixels (for pixel thresholds on undistorted, normalised coordinates)."""
-        if self.model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
-            return float(self.params[0])
-        return float((self.params[0] + self.params[1]) / 2)
-
-
-@dataclass
-class ImageRecord:
-    """One database or query image of a benchmark.
-
-    Attributes:
-        name: the name the benchmark's submission uses (CMU: ``img_..._c0_...us.jpg``; RobotCar:
-            ``rear/<ts>.jpg``).
-        key: unique key within the dataset, the image path relative to the dataset root (cache keys).
-        path: absolute image path.
-        camera: intrinsics.
-        camera_id: the sensor (``c0``/``c1`` on CMU; ``rear``/``left``/``right`` on RobotCar).
-        condition: capture condition (``overcast-reference``, ``snow``, ``night``, ... or a date ``YYYY-MM-DD``).
-        groups: scene groups the image counts in (``urban``/``suburban``/``park``; ``day``/``night``).
-        timestamp_s: capture time, seconds since the epoch.
-        map_id: the model the image belongs to / is localized against (CMU: ``sliceN``; RobotCar: ``all-merged``).
-        cam_from_world: (3, 4) ground-truth pose, world -> camera, metres; None when hidden.
-    """
-
-    name: str
-    key: str
-    path: Path
-    camera: Camera
-    camera_id: str
-    condition: str
-    groups: tuple[str, ...]
-    timestamp_s: float
-    map_id: str
-    cam_from_world: np.ndarray | None = None
-
-    @property
-    def sequence(self) -> str:
-        """Images of one traversal of one sensor: ordered by ``timestamp_s`` they form a sequence."""
-        return f"{self.map_id}/{self.condition}/{self.camera_id}"
 
 
 @dataclass

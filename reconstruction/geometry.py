@@ -106,11 +106,6 @@ def compose(c_from_b: np.ndarray, b_from_a: np.ndarray) -> np.ndarray:
     return np.concatenate([R, t[:, None]], axis=1)
 
 
-def transform_points(b_from_a: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a (3, 4) transform to (N, 3) points."""
-    return points @ b_from_a[:, :3].T + b_from_a[:, 3]
-
-
 def pose_errors(cam_from_world_est: np.ndarray, cam_from_world_gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Position and rotation errors between estimated and ground-truth poses.
 

@@ -1,5 +1,5 @@
 """Labelled maps: every 3D point gets the majority label of the database segmentations at its observations
-(``fgsn-loc label-map``; ALGORITHMS.md §5, after Toft et al. ECCV 2018 and Larsson et al. ICCV 2019).
+(``fgsn-loc label-map``; after Toft et al. ECCV 2018, Sec. 3, and Larsson et al. ICCV 2019, Sec. 5).
 
 Each 2D observation of a point in the SfM model (a database image) votes with the label at its pixel; the point's
 label is the most frequent vote (ties: the smallest label **(ours)**), its confidence the top count divided by the

@@ -20,7 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets import Camera, DatasetError
+from .camera import Camera
+from .records import DatasetError
 from .geometry import pose_from_qvec_center
 
 

@@ -175,7 +175,7 @@ def main(conf, dataset: SeasonsDataset, map_id: str, feature_path: Path, out_pat
 
 
 def _visibility_stats(rec, point_ids: np.ndarray, xyz: np.ndarray, centers: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    """d_min, d_max, mean viewing direction and angular spread of each point's observations (ALGORITHMS.md §5)."""
+    """d_min, d_max, mean viewing direction and angular spread of each point's observations (the visibility model of Toft et al., ECCV 2018, Sec. 3.2)."""
     M = len(point_ids)
     d_min = np.full(M, np.inf, np.float32)
     d_max = np.zeros(M, np.float32)

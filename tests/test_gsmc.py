@@ -180,27 +180,6 @@ class TestPoseFamily:
             gsmc.pose_family(np.zeros((2, 3)), np.zeros((2, 3)), [0, 0, 1], [0, 0, 1], np.zeros(2), [0.0])
 
 
-class TestProjector:
-    def test_matches_pycolmap(self):
-        rng = np.random.default_rng(2)
-        Xc = np.concatenate([rng.uniform(-0.9, 0.9, (500, 2)), np.ones((500, 1))], 1) * rng.uniform(1, 20, (500, 1))
-        u, v, ok = gsmc.CameraProjector(CAM)(torch.as_tensor(Xc))
-        ref = CAM.to_pycolmap().img_from_cam(Xc) - 0.5
-        inside = np.all((ref > -0.5) & (ref < [CAM.width - 0.5, CAM.height - 0.5]), 1)
-        np.testing.assert_allclose(np.stack([u.numpy(), v.numpy()], 1)[inside], ref[inside], atol=1e-6)
-        assert np.array_equal(ok.numpy(), inside) and inside.sum() > 100 and (~inside).sum() > 50
-
-    def test_behind_and_far_outside_rejected(self):
-        cam = Camera("OPENCV", 100, 100, (50.0, 50.0, 50.0, 50.0, -0.4, 0.0, 0.0, 0.0))  # folds back for r >~ 1.3
-        Xc = torch.tensor([[0.0, 0.0, -5.0], [3.0, 0.0, 1.0], [0.1, 0.0, 1.0]], dtype=torch.float64)
-        _, _, ok = gsmc.CameraProjector(cam)(Xc)
-        assert ok.tolist() == [False, False, True]
-
-    def test_unsupported_model(self):
-        with pytest.raises(ValueError, match="FISHEYE"):
-            gsmc.CameraProjector(Camera("OPENCV_FISHEYE", 10, 10, (5.0, 5.0, 5.0, 5.0, 0, 0, 0, 0)))
-
-
 class TestScores:
     def test_true_pose_scores_its_visible_points(self, scene):
         """At the true pose nearly every visible labelled point agrees with the rendered query labels."""
@@ -211,7 +190,7 @@ class TestScores:
         R = torch.as_tensor(T[None, :, :3])
         C = torch.as_tensor(camera_center(T)[None])
         labels = torch.as_tensor(scene["labels"])
-        proj = gsmc.CameraProjector(CAM)
+        proj = CAM
         agree = int(gsmc.score_poses(R, C, pts, labels, proj, math.radians(10))[0])
         shifted = int(gsmc.score_poses(R, C + torch.tensor([0.0, 3.0, 0.0], dtype=torch.float64), pts, labels, proj,
                                        math.radians(10))[0])
