@@ -10,6 +10,7 @@ Conventions used everywhere in the project:
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 
 def _check_shape(name: str, a: np.ndarray, shape: tuple) -> None:
@@ -191,6 +192,11 @@ def to_colmap_pixels(xy: np.ndarray) -> np.ndarray:
 def from_colmap_pixels(xy: np.ndarray) -> np.ndarray:
     """COLMAP convention (pixel centre at +0.5) -> project convention (integer = pixel centre)."""
     return np.asarray(xy, dtype=np.float64) - 0.5
+
+
+def axis_angle_to_rotmat(omega: np.ndarray) -> np.ndarray:
+    """(N, 3) axis-angle vectors (radians) -> (N, 3, 3) rotation matrices (scipy's Rodrigues)."""
+    return Rotation.from_rotvec(np.asarray(omega, dtype=np.float64).reshape(-1, 3)).as_matrix()
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from localization import particle_filter as pf
 from localization import pfsl
-from reconstruction.datasets import Camera, ImageRecord
-from reconstruction.geometry import (average_quaternions, camera_center, pose_errors, qvec_to_rotmat, random_rotation,
-                                    rotmats_to_qvecs)
+from reconstruction import odometry
+from reconstruction.camera import Camera
+from reconstruction.geometry import (average_quaternions, axis_angle_to_rotmat, camera_center, pose_errors,
+                                    qvec_to_rotmat, random_rotation, rotmats_to_qvecs)
+from reconstruction.records import ImageRecord
 
 CAM = Camera("PINHOLE", 160, 120, (90.0, 90.0, 80.0, 60.0))
 WALL_Y, WALL_H, CELL, K = 6.0, 8.0, 2.0, 9  # labels 0-7 on cells, 8 = sky
@@ -70,7 +73,7 @@ def _map(table, n=4000, seed=1):
                   np.where(s == 2, 0.0, rng.uniform(0, WALL_H, n))], 1)
     target = np.stack([P[:, 0], np.zeros(n), np.full(n, 1.5)], 1) - P
     vd = target / np.linalg.norm(target, axis=1, keepdims=True)
-    return pfsl.MapPoints(P, _label_at(P, table), np.full(n, 0.5), np.full(n, 25.0), vd, np.full(n, 1.4), K)
+    return pf.MapPoints(P, _label_at(P, table), np.full(n, 0.5), np.full(n, 25.0), vd, np.full(n, 1.4), K)
 
 
 def _trajectory(n=24):
@@ -84,24 +87,24 @@ class TestResampling:
         for _ in range(20):
             w = rng.random(37) ** 3
             w /= w.sum()
-            idx = pfsl.systematic_resample(w, rng)
+            idx = pf.systematic_resample(w, rng)
             counts = np.bincount(idx, minlength=len(w))
             assert len(idx) == len(w) and np.all(np.diff(idx) >= 0)
             assert np.all(counts >= np.floor(len(w) * w) - 1e-9) and np.all(counts <= np.ceil(len(w) * w) + 1e-9)
 
     def test_degenerate_and_known(self):
         rng = np.random.default_rng(1)
-        assert np.all(pfsl.systematic_resample(np.eye(5)[3], rng) == 3)
-        idx = pfsl.systematic_resample(np.array([0.5, 0.0, 0.25, 0.25]), rng)
+        assert np.all(pf.systematic_resample(np.eye(5)[3], rng) == 3)
+        idx = pf.systematic_resample(np.array([0.5, 0.0, 0.25, 0.25]), rng)
         assert sorted(idx.tolist()) == [0, 0, 2, 3]
 
     def test_ess(self):
-        assert pfsl.effective_sample_size(np.full(10, 0.1)) == pytest.approx(10)
-        assert pfsl.effective_sample_size(np.eye(10)[2]) == pytest.approx(1)
-        assert pfsl.effective_sample_size(np.array([0.5, 0.5, 0, 0])) == pytest.approx(2)
-        w = pfsl.normalise_log_weights(np.array([0.0, np.log(3.0), -np.inf]))
+        assert pf.effective_sample_size(np.full(10, 0.1)) == pytest.approx(10)
+        assert pf.effective_sample_size(np.eye(10)[2]) == pytest.approx(1)
+        assert pf.effective_sample_size(np.array([0.5, 0.5, 0, 0])) == pytest.approx(2)
+        w = pf.normalise_log_weights(np.array([0.0, np.log(3.0), -np.inf]))
         np.testing.assert_allclose(w, [0.25, 0.75, 0.0])
-        np.testing.assert_allclose(pfsl.normalise_log_weights(np.full(4, -np.inf)), 0.25)
+        np.testing.assert_allclose(pf.normalise_log_weights(np.full(4, -np.inf)), 0.25)
 
 
 class TestRotations:
@@ -118,14 +121,14 @@ class TestRotations:
         # sign flips do not matter; symmetric perturbations average back to q0
         R0 = qvec_to_rotmat(q0)
         omega = rng.normal(size=(200, 3)) * 0.1
-        Rs = pfsl.axis_angle_to_rotmat(np.concatenate([omega, -omega])) @ R0
+        Rs = axis_angle_to_rotmat(np.concatenate([omega, -omega])) @ R0
         q = rotmats_to_qvecs(Rs) * rng.choice([-1, 1], size=(400, 1))
         np.testing.assert_allclose(average_quaternions(q), q0, atol=1e-6)
         # weights select: all weight on one
         w = np.zeros(400); w[7] = 1
         np.testing.assert_allclose(qvec_to_rotmat(average_quaternions(q, w)), Rs[7], atol=1e-9)
         # mean of two rotations about z by 0 and 60 degrees is 30 degrees
-        a = rotmats_to_qvecs(pfsl.axis_angle_to_rotmat(np.array([[0, 0, 0.0], [0, 0, np.pi / 3]])))
+        a = rotmats_to_qvecs(axis_angle_to_rotmat(np.array([[0, 0, 0.0], [0, 0, np.pi / 3]])))
         np.testing.assert_allclose(average_quaternions(a), [np.cos(np.pi / 12), 0, 0, np.sin(np.pi / 12)],
                                    atol=1e-9)
 
@@ -133,26 +136,26 @@ class TestRotations:
         T = _pose(3.0, 1.0, 0.3)
         R = np.repeat(T[None, :, :3], 4, 0)
         C = camera_center(T) + np.array([[1.0, 0, 0], [-1, 0, 0], [0, 2, 0], [0, -2, 0]])
-        np.testing.assert_allclose(pfsl.mean_pose(R, C, np.full(4, 0.25)), T, atol=1e-9)
+        np.testing.assert_allclose(pf.mean_pose(R, C, np.full(4, 0.25)), T, atol=1e-9)
 
 
 class TestMotionModel:
     def test_predict_without_noise_composes(self):
         rng = np.random.default_rng(0)
         T0, T1 = _pose(0, 0, 0.1), _pose(1.2, 0.3, 0.25, 1.6)
-        inc = pfsl.relative_pose(T0, T1)
+        inc = odometry.relative_pose(T0, T1)
         R, C = np.repeat(T0[None, :, :3], 3, 0), np.repeat(camera_center(T0)[None], 3, 0)
-        R1, C1 = pfsl.predict(R, C, inc, rng, 0.0, 0.0, 0.0, up=None)
+        R1, C1 = pf.predict(R, C, inc, rng, 0.0, 0.0, 0.0, up=None)
         np.testing.assert_allclose(R1, np.repeat(T1[None, :, :3], 3, 0), atol=1e-12)
         np.testing.assert_allclose(C1, np.repeat(camera_center(T1)[None], 3, 0), atol=1e-12)
-        np.testing.assert_allclose(pfsl._chain([pfsl.relative_pose(T0, T1), pfsl.relative_pose(T1, T0)]),
+        np.testing.assert_allclose(pfsl._chain([odometry.relative_pose(T0, T1), odometry.relative_pose(T1, T0)]),
                                    np.concatenate([np.eye(3), np.zeros((3, 1))], 1), atol=1e-12)
 
     def test_noise_levels_and_3dof(self):
         rng = np.random.default_rng(0)
         T0, T1 = _pose(0, 0, 0.0), _pose(10.0, 0, 0.0)  # 10 m step
         R, C = np.repeat(T0[None, :, :3], 20000, 0), np.zeros((20000, 3)) + camera_center(T0)
-        R1, C1 = pfsl.predict(R, C, pfsl.relative_pose(T0, T1), rng, 0.05, 0.1, 0.02, up=np.array([0, 0, 1.0]))
+        R1, C1 = pf.predict(R, C, odometry.relative_pose(T0, T1), rng, 0.05, 0.1, 0.02, up=np.array([0, 0, 1.0]))
         err = C1 - camera_center(T1)
         np.testing.assert_allclose(err[:, :2].std(0), 0.6, rtol=0.03)  # 0.05 * 10 + 0.1
         assert np.abs(err[:, 2]).max() < 1e-12  # height untouched in 3-DoF
@@ -168,11 +171,11 @@ class TestObservation:
         table = _cell_labels()
         pts = _map(table)
         T = _pose(10.0, -1.0, 0.1)
-        uv, vis = pfsl.project_visible(T[None, :, :3], camera_center(T)[None], pts.xyz, pts.d_min, pts.d_max,
+        uv, vis = pf.project_visible(T[None, :, :3], camera_center(T)[None], pts.xyz, pts.d_min, pts.d_max,
                                        pts.view_dir, pts.view_spread, CAM)
         assert vis.sum() > 100
         # near points project onto their own label (up to cell borders; far cells are a few pixels wide)
-        obs = pfsl.observed_labels(_render(T, table), uv, vis)
+        obs = pf.observed_labels(_render(T, table), uv, vis)
         near = vis[0] & (np.linalg.norm(pts.xyz - camera_center(T), axis=1) < 20)
         assert near.sum() > 100 and (obs[0, near] == pts.label[near]).mean() > 0.85
         assert not vis[0, np.linalg.norm(pts.xyz - camera_center(T), axis=1) > 25 * 1.5].any()
@@ -180,26 +183,26 @@ class TestObservation:
         assert not vis[0, behind].any()
         # the true pose scores higher than a shifted one, with both likelihood models
         T2 = _pose(11.0, -1.0, 0.1)
-        uv2, vis2 = pfsl.project_visible(T2[None, :, :3], camera_center(T2)[None], pts.xyz, pts.d_min, pts.d_max,
+        uv2, vis2 = pf.project_visible(T2[None, :, :3], camera_center(T2)[None], pts.xyz, pts.d_min, pts.d_max,
                                          pts.view_dir, pts.view_spread, CAM)
-        obs_all = np.concatenate([obs, pfsl.observed_labels(_render(T, table), uv2, vis2)])
-        q = pfsl.label_frequencies(_render(T, table), K)
-        ll = pfsl.label_log_likelihood(obs_all, pts.label, q, 0.6, 1.0)
-        la = pfsl.agreement_log_likelihood(obs_all, pts.label, 10.0)
+        obs_all = np.concatenate([obs, pf.observed_labels(_render(T, table), uv2, vis2)])
+        q = pf.label_frequencies(_render(T, table), K)
+        ll = pf.label_log_likelihood(obs_all, pts.label, q, 0.6, 1.0)
+        la = pf.agreement_log_likelihood(obs_all, pts.label, 10.0)
         assert ll[0] > ll[1] and la[0] > la[1]
 
     def test_label_likelihood_known_answer(self):
         obs = np.array([[0, 1, -1], [1, 1, 1]])
         c = np.array([0, 0, 1])
         q = np.array([0.25, 0.5])
-        ll = pfsl.label_log_likelihood(obs, c, q, alpha=0.5, tau=0.5)
+        ll = pf.label_log_likelihood(obs, c, q, alpha=0.5, tau=0.5)
         np.testing.assert_allclose(ll, [0.5 * (np.log(0.5 / 0.25 + 0.5) + np.log(0.5)),
                                         0.5 * (2 * np.log(0.5) + np.log(0.5 / 0.5 + 0.5))])
-        np.testing.assert_allclose(pfsl.agreement_log_likelihood(obs, c, 3.0), [1.5, 1.0])
+        np.testing.assert_allclose(pf.agreement_log_likelihood(obs, c, 3.0), [1.5, 1.0])
 
     def test_label_consistency(self):
         pairs = [(np.array([0, 0, 1, 1, 1]), np.array([0, 2, 1, 1, 1])), (np.array([0, 2]), np.array([0, 1]))]
-        r = pfsl.label_consistency(pairs, 4)
+        r = pf.label_consistency(pairs, 4)
         np.testing.assert_allclose(r[:3], [2 / 3, 1.0, 0.0])
         assert np.isnan(r[3])
 
@@ -219,14 +222,14 @@ def test_filter_beats_dead_reckoning():
     pts = _map(table)
     traj = _trajectory()
     rng_odo = np.random.default_rng(5)
-    inc = [None] + [pfsl.perturb_odometry(pfsl.relative_pose(a, b), rng_odo, 0.08, 0.03)
+    inc = [None] + [odometry.perturb_odometry(odometry.relative_pose(a, b), rng_odo, 0.08, 0.03)
                     for a, b in zip(traj[:-1], traj[1:])]
     frames = [{"labels": _render(T, table), "camera": CAM, "cur_from_prev": d} for T, d in zip(traj, inc)]
     # dead reckoning with the same planar (3-DoF) motion model, without noise
     R, C, up = traj[0][None, :, :3], camera_center(traj[0])[None], np.array([0, 0, 1.0])
     dead = [traj[0]]
     for d in inc[1:]:
-        R, C = pfsl.predict(R, C, d, np.random.default_rng(0), 0.0, 0.0, 0.0, up, traj[0][:, :3] @ up)
+        R, C = pf.predict(R, C, d, np.random.default_rng(0), 0.0, 0.0, 0.0, up, traj[0][:, :3] @ up)
         dead.append(np.concatenate([R[0], (-R[0] @ C[0])[:, None]], 1))
     calls = []
 
@@ -234,7 +237,7 @@ def test_filter_beats_dead_reckoning():
         calls.append(k)
         return (traj[0], {}) if k == 0 else (None, {"reason": "test: no estimate"})
 
-    states = pfsl.run_filter(frames, pts, _filter_conf(), np.random.default_rng(0), single_image)
+    states = pf.run_filter(frames, pts, _filter_conf(), np.random.default_rng(0), single_image)
     assert all(s["success"] for s in states) and calls == [0]
     err_pf, _ = pose_errors(np.stack([s["cam_from_world"] for s in states]), np.stack(traj))
     err_dr, _ = pose_errors(np.stack(dead), np.stack(traj))
@@ -242,7 +245,7 @@ def test_filter_beats_dead_reckoning():
     assert err_pf[-6:].mean() < 0.3 * err_dr[-6:].mean() and err_pf.max() < 0.8
     assert any(s["resampled"] for s in states)
     # seeded: the same generator gives the same run
-    again = pfsl.run_filter(frames, pts, _filter_conf(), np.random.default_rng(0), single_image)
+    again = pf.run_filter(frames, pts, _filter_conf(), np.random.default_rng(0), single_image)
     np.testing.assert_array_equal(states[-1]["cam_from_world"], again[-1]["cam_from_world"])
 
 
@@ -250,18 +253,18 @@ def test_filter_initialises_late_and_reinitialises():
     table = _cell_labels()
     pts = _map(table)
     traj = _trajectory(10)
-    inc = [None] + [pfsl.relative_pose(a, b) for a, b in zip(traj[:-1], traj[1:])]
+    inc = [None] + [odometry.relative_pose(a, b) for a, b in zip(traj[:-1], traj[1:])]
     inc[6] = None  # a gap in the odometry forces a re-initialisation
     frames = [{"labels": _render(T, table), "camera": CAM, "cur_from_prev": d} for T, d in zip(traj, inc)]
-    states = pfsl.run_filter(frames, pts, _filter_conf(), np.random.default_rng(0),
+    states = pf.run_filter(frames, pts, _filter_conf(), np.random.default_rng(0),
                              lambda k: (traj[k], {}) if k in (2, 6) else (None, {"reason": "none"}))
     assert [s["event"] for s in states[:3]] == ["uninitialised", "uninitialised", "init"]
     assert not states[0]["success"] and "not initialised" in states[0]["reason"]
     assert states[6]["event"] == "init" and states[6].get("gap")
     # a filter started far off with wrong odometry diverges; the divergence test re-initialises it
-    wrong = [None] + [pfsl.relative_pose(traj[0], _pose(0, 4.0, 1.2))] + [inc[2]] * 8
+    wrong = [None] + [odometry.relative_pose(traj[0], _pose(0, 4.0, 1.2))] + [inc[2]] * 8
     frames = [{"labels": _render(T, table), "camera": CAM, "cur_from_prev": d} for T, d in zip(traj, wrong)]
-    states = pfsl.run_filter(frames, pts, _filter_conf(), np.random.default_rng(0), lambda k: (traj[k], {}))
+    states = pf.run_filter(frames, pts, _filter_conf(), np.random.default_rng(0), lambda k: (traj[k], {}))
     assert "reinit" in [s["event"] for s in states]
 
 
@@ -275,26 +278,26 @@ def _records(traj, cond="dusk", gt=True):
 def test_odometry_sources(tmp_path):
     traj = _trajectory(5)
     conf = OmegaConf.create(pfsl.default_conf["odometry"])
-    inc, src = pfsl.sequence_odometry(_records(traj), tmp_path, conf, np.random.default_rng(0))
+    inc, src = odometry.sequence_odometry(_records(traj), tmp_path, conf, np.random.default_rng(0))
     assert src == "synthesised-from-gt" and inc[0] is None and len(inc) == 5
-    t_err = [np.linalg.norm(camera_center(d) - camera_center(pfsl.relative_pose(a, b)))
+    t_err = [np.linalg.norm(camera_center(d) - camera_center(odometry.relative_pose(a, b)))
              for d, a, b in zip(inc[1:], traj[:-1], traj[1:])]
     assert 0 < max(t_err) < 0.5  # noisy, not exact
     with pytest.raises(Exception, match="no ground truth"):
-        pfsl.sequence_odometry(_records(traj, gt=False), tmp_path, conf, np.random.default_rng(0))
+        odometry.sequence_odometry(_records(traj, gt=False), tmp_path, conf, np.random.default_rng(0))
     recs = _records(traj)
     odo = tmp_path / "slice2" / "odometry" / "dusk.txt"
     odo.parent.mkdir(parents=True)
     lines = ["# header"]
     for a, b in zip(recs[:-1], recs[1:]):
-        d = pfsl.relative_pose(a.cam_from_world, b.cam_from_world)
+        d = odometry.relative_pose(a.cam_from_world, b.cam_from_world)
         q = rotmats_to_qvecs(d[None, :, :3])[0]
         lines.append(f"{a.name} {b.name} " + " ".join(f"{v:.12f}" for v in (*q, *d[:, 3])))
     odo.write_text("\n".join(lines[:-1]) + "\n")  # last pair missing
     conf.perturb_file = False
-    inc, src = pfsl.sequence_odometry(recs, tmp_path, conf, np.random.default_rng(0))
+    inc, src = odometry.sequence_odometry(recs, tmp_path, conf, np.random.default_rng(0))
     assert src == "file" and inc[-1] is None
-    np.testing.assert_allclose(inc[2], pfsl.relative_pose(traj[1], traj[2]), atol=1e-9)
+    np.testing.assert_allclose(inc[2], odometry.relative_pose(traj[1], traj[2]), atol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------- localizer
@@ -358,7 +361,7 @@ def test_localizer_sequence_cache_resumes(tmp_path, monkeypatch):
     loc3.labelled_map, loc3.label_reader, loc3._single_image = loc.labelled_map, loc.label_reader, loc._single_image
     loc3.gravity = lambda q: np.array([0.0, -1.0, 0.0])
     seen = []
-    run = pfsl.run_filter
+    run = pf.run_filter
     monkeypatch.setattr(pfsl, "run_filter", lambda *a, **k: (seen.append(k["gravity_cam"]), run(*a, **k))[1])
     loc3.prepare()
     assert len(seen) == 2 and all(np.array_equal(g, [0, -1, 0]) for g in seen)
