@@ -256,3 +256,29 @@ class TestFeatures:
         p2 = np.float32([k2[m.trainIdx].pt for m in good])
         _, inl = cv2.findFundamentalMat(p1, p2, cv2.FM_RANSAC, 1.5, 0.999)
         assert inl.mean() > 0.5
+
+
+class TestPackage:
+    ORDER = ("camera", "textures", "scene", "render", "conditions", "trajectory", "writers")
+
+    def test_public_names(self):
+        """The entry points of the former single module stay importable from the package."""
+        for name in ("main", "default_conf", "add_arguments", "run", "CLASSES", "CONDITIONS", "SynthCamera",
+                     "Scene", "Face", "build_scene", "render_geometry", "render_view", "make_trajectory",
+                     "correspondences", "plan_slice", "slice_scene", "ground_truth_label_items"):
+            assert hasattr(S, name), name
+        assert callable(S.main) and callable(S.run) and callable(S.add_arguments)
+        assert set(S.__all__) <= set(dir(S))
+
+    def test_modules_import_downwards_only(self):
+        """Each module imports only modules before it in ``ORDER`` (no cycles), and none the package itself."""
+        import ast
+
+        pkg = Path(S.__file__).parent
+        assert sorted(p.stem for p in pkg.glob("*.py") if p.stem != "__init__") == sorted(self.ORDER)
+        for k, name in enumerate(self.ORDER):
+            tree = ast.parse((pkg / f"{name}.py").read_text())
+            assert ast.get_docstring(tree), name
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.level == 1:
+                    assert node.module in self.ORDER[:k], (name, node.module)
