@@ -29,7 +29,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..backbones import ResNet
 from ..losses import learned_weighting, relative_errors
 from ..pose import qmul, qnormalize, relative_pose
 from .base import BaseAPR, pose_metrics
@@ -81,7 +80,7 @@ class VLocNet(BaseAPR):
         self.s_x = nn.Parameter(torch.tensor(float(conf.s_x_init)))
         self.s_q = nn.Parameter(torch.tensor(float(conf.s_q_init)))
         if conf.odometry:
-            odo = ResNet(conf.backbone.depth, conf.backbone.base_width, "elu")
+            odo = self.make_backbone("elu")
             self.odo_reduce = nn.Sequential(nn.Conv2d(2 * ch[2], ch[2], 1, bias=False), nn.BatchNorm2d(ch[2]),
                                             nn.ELU(inplace=True))
             self.odo_layer3, self.odo_layer4 = odo.layer3, odo.layer4
