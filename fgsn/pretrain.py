@@ -27,6 +27,7 @@ from .models import PSPNet
 from .segment import predict_scores, resolve_device
 from .train import freeze_batchnorm
 from .sliding import image_to_tensor
+from .utils.checkpoint import save_checkpoint
 from .utils.config import save_config
 from .utils.logging import setup_logging
 from .weights import load_state_dict_file, load_weights
@@ -122,8 +123,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
     def save():
         ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it, "metrics": metrics,
               "config": OmegaConf.to_container(conf, resolve=True)}
-        torch.save(ck, last.with_suffix(".tmp"))
-        last.with_suffix(".tmp").replace(last)
+        save_checkpoint(ck, last)
 
     t0, run = time.time(), []
     try:

@@ -55,6 +55,7 @@ from .models.pspnet import upsample
 from .segment import predict_scores, resolve_device
 from .sliding import image_to_tensor
 from .utils.config import save_config
+from .utils.checkpoint import save_checkpoint
 from .utils.io import atomic_path
 from .utils.logging import setup_logging
 from .weights import load_state_dict_file, load_weights
@@ -314,9 +315,7 @@ def _save(path: Path, model, optimizer, conf, it, metrics, state, cluster_it, la
             "config": OmegaConf.to_container(conf, resolve=True), "iteration": it, "metrics": metrics,
             "cluster_state": state.state_dict() if state is not None else {}, "cluster_iteration": cluster_it,
             "labels_file": labels_file, "best": best}
-    tmp = path.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    save_checkpoint(ckpt, path)
 
 
 def main(conf, output_dir: str | Path, restore: bool = False) -> Path:

@@ -91,10 +91,17 @@ def load_state_dict_file(path: str | Path, map_location="cpu"):
 
 
 def _unwrap(ckpt) -> dict:
+    """The state dict of a checkpoint: ``model`` / ``state_dict`` wrappers and a ``module.`` prefix removed.
+
+    Raises:
+        ValueError: what is left is not a dict of tensors.
+    """
     sd = ckpt
     for key in ("model", "state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError("expected a state dict of tensors (optionally under 'model' or 'state_dict')")
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     return sd
 
@@ -179,9 +186,12 @@ def map_pspnet_keys(sd: dict, bins=(1, 2, 3, 6), pspnet_bins=PSPNET_BINS) -> tup
     return out, unknown
 
 
-def map_torchvision_keys(sd: dict) -> tuple[dict, list[str]]:
-    """Map a torchvision-layout ImageNet ResNet state dict to ``backbone.*`` keys; ``fc.*`` is dropped.
+def map_torchvision_keys(sd: dict, prefix: str = "backbone.") -> tuple[dict, list[str]]:
+    """Map a torchvision-layout ImageNet ResNet state dict to ``<prefix>*`` keys; ``fc.*`` is dropped.
 
+    Args:
+        sd: ResNet state dict (plain or deep stem), keys as ``conv1.weight``, ``layer1.0.bn2.bias``, ...
+        prefix: key prefix of the ResNet inside the target network.
     Returns:
         The mapped state dict and the list of source keys that map to nothing (never ``fc.*``).
     """
@@ -190,10 +200,71 @@ def map_torchvision_keys(sd: dict) -> tuple[dict, list[str]]:
         if k.startswith("fc."):
             continue
         if re.fullmatch(r"(conv[123]|bn[123])\.\w+|layer[1-4]\.\d+\.(conv[123]|bn[123]|downsample\.[01])\.\w+", k):
-            out["backbone." + k] = v
+            out[prefix + k] = v
         else:
             unknown.append(k)
     return out, unknown
+
+
+def load_resnet_weights(model: torch.nn.Module, ckpt, prefix: str = "backbone.", strict: bool = False) -> LoadReport:
+    """Load ImageNet ResNet weights in the ``torchvision`` layout (module docstring) into the
+    ``fgsn.models.ResNet`` found under ``prefix`` in ``model`` (any network: PSPNet, the APR models).
+
+    Network keys outside ``prefix`` cannot be in such a file and are reported as ``allowed_missing``;
+    file keys that are not ResNet keys as ``unexpected``; tensors whose shapes do not fit (e.g. a
+    ``base_width`` other than 64, or a plain stem into a deep one) as ``mismatched`` and not loaded.
+
+    Args:
+        model: the network.
+        ckpt: a local file path (``torch.load(weights_only=True)``; never downloads) or an already loaded
+            state dict / checkpoint dict.
+        prefix: key prefix of the ResNet inside ``model`` (``""`` for a bare ResNet).
+        strict: raise ``KeyError`` when the report is not clean.
+    Returns:
+        The report (also logged).
+    Raises:
+        FileNotFoundError: no file at ``ckpt``. ValueError: the file holds no state dict of tensors.
+    """
+    if isinstance(ckpt, (str, Path)):
+        ckpt = load_state_dict_file(ckpt)
+    mapped, unknown = map_torchvision_keys(_unwrap(ckpt), prefix)
+    return _load_mapped(model, mapped, unknown, "torchvision", lambda k: not k.startswith(prefix), strict)
+
+
+def _load_mapped(model: torch.nn.Module, mapped: dict, unknown: list[str], layout: str, allowed_missing,
+                 strict: bool) -> LoadReport:
+    """Load the tensors of ``mapped`` (network keys) whose shapes fit and report the rest (module docstring).
+
+    Args:
+        allowed_missing: predicate on a network key, True when the layout cannot provide it.
+    """
+    report = LoadReport(layout, unexpected=list(unknown))
+    target = model.state_dict()
+    new = {}
+    for k, v in mapped.items():
+        if k not in target:
+            report.unexpected.append(k)
+        elif tuple(v.shape) != tuple(target[k].shape):
+            report.mismatched.append(f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}")
+        else:
+            new[k] = v
+            report.loaded.append(k)
+    for k in target:
+        if k in new:
+            continue
+        if allowed_missing(k) or (k.endswith("num_batches_tracked") and layout != "native"):
+            report.allowed_missing.append(k)
+        elif not any(m.startswith(k + ":") for m in report.mismatched):
+            report.missing.append(k)
+    model.load_state_dict(new, strict=False)
+    msg = f"Loaded weights: {report.summary()}"
+    if report.ok:
+        logger.info(msg)
+    else:
+        logger.warning(msg)
+        if strict:
+            raise KeyError(f"Checkpoint does not match the network ({msg}); pass strict=False to load anyway")
+    return report
 
 
 def load_weights(model: torch.nn.Module, ckpt, layout: str = "auto", strict: bool = True,
@@ -226,30 +297,4 @@ def load_weights(model: torch.nn.Module, ckpt, layout: str = "auto", strict: boo
     if skip_classifier:
         mapped = {k: v for k, v in mapped.items() if not k.startswith(("conv6.", "aux_cls."))}
         allowed_prefixes = allowed_prefixes + ("conv6.", "aux_cls.")
-    report = LoadReport(layout, unexpected=list(unknown))
-    target = model.state_dict()
-    new = {}
-    for k, v in mapped.items():
-        if k not in target:
-            report.unexpected.append(k)
-        elif tuple(v.shape) != tuple(target[k].shape):
-            report.mismatched.append(f"{k}: {tuple(v.shape)} vs {tuple(target[k].shape)}")
-        else:
-            new[k] = v
-            report.loaded.append(k)
-    for k in target:
-        if k in new:
-            continue
-        if k.startswith(allowed_prefixes) or (k.endswith("num_batches_tracked") and layout != "native"):
-            report.allowed_missing.append(k)
-        elif not any(m.startswith(k + ":") for m in report.mismatched):
-            report.missing.append(k)
-    model.load_state_dict(new, strict=False)
-    msg = f"Loaded weights: {report.summary()}"
-    if report.ok:
-        logger.info(msg)
-    else:
-        logger.warning(msg)
-        if strict:
-            raise KeyError(f"Checkpoint does not match the network ({msg}); pass strict=False to load anyway")
-    return report
+    return _load_mapped(model, mapped, unknown, layout, lambda k: k.startswith(allowed_prefixes), strict)

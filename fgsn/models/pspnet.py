@@ -1,6 +1,6 @@
 """PSPNet (Zhao et al., CVPR 2017) as used by FGSN (Larsson et al., ICCV 2019).
 
-Backbone: ``fgsn.models.resnet.DilatedResNet`` (output stride 8). Head:
+Backbone: ``fgsn.models.resnet.dilated_resnet`` (output stride 8). Head:
 
 - pyramid pooling over ``bins`` (default 1, 2, 3, 6): adaptive average pool, 1x1 conv C->C/len(bins) + BN + ReLU,
   bilinear upsampling (align_corners=True, as the Caffe/PyTorch PSPNet checkpoints were trained), concatenated
@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from .resnet import DilatedResNet
+from .resnet import dilated_resnet
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class PSPNet(nn.Module):
         super().__init__()
         conf = OmegaConf.merge(OmegaConf.create(self.default_conf), OmegaConf.create(dict(conf or {})))
         self.conf = conf
-        self.backbone = DilatedResNet(conf.depth)
-        c3, c4 = self.backbone.channels[2], self.backbone.channels[3]
+        self.backbone = dilated_resnet(conf.depth)
+        c3, c4 = self.backbone.channels[3], self.backbone.channels[4]
         self.ppm = PyramidPooling(c4, conf.bins)
         self.conv5_4 = nn.Conv2d(self.ppm.out_channels, conf.feature_dim, 3, padding=1, bias=False)
         self.bn5_4 = nn.BatchNorm2d(conf.feature_dim)
@@ -107,11 +107,11 @@ class PSPNet(nn.Module):
             ``aux_logits``: (B, K, h, w), only in training mode with ``conf.aux``.
         """
         x = self.normalize(data["image"])
-        feats = self.backbone(x)
-        f = self.bn5_4(self.conv5_4(self.ppm(feats["layer4"])))
+        c3, c4 = self.backbone(x)[3:5]
+        f = self.bn5_4(self.conv5_4(self.ppm(c4)))
         pred = {"features": f, "logits": self.conv6(F.relu(self.drop(f)))}
         if self.conf.aux and self.training:
-            a = F.relu(self.aux_bn(self.aux_conv(feats["layer3"])))
+            a = F.relu(self.aux_bn(self.aux_conv(c3)))
             pred["aux_logits"] = self.aux_cls(self.drop(a))
         return pred
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from fgsn.utils.io import ImageReadError, read_image
 from reconstruction.datasets import DatasetError, load_dataset
 from reconstruction.geometry import average_quaternions, rotmat_to_qvec
 
@@ -299,11 +300,19 @@ def make_windows(records: Sequence[PoseRecord], steps: int, skip: int) -> list[l
 
 
 def load_image(path: Path, short_side: int) -> np.ndarray:
-    """Read an RGB image and resize it so that its shorter side is ``short_side`` pixels (uint8 (H, W, 3))."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DatasetError(f"{path}: cannot read image (missing or corrupt)")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """Read an RGB image (:func:`fgsn.utils.io.read_image`, which detects truncated files) and resize it so that
+    its shorter side is ``short_side`` pixels.
+
+    Returns:
+        uint8 (H', W', 3) RGB, min(H', W') = ``short_side``.
+    Raises:
+        DatasetError: missing, truncated or undecodable file (one-line message naming the file); the APR
+            inference skips such a query (``predict_images(..., errors={})``).
+    """
+    try:
+        img = read_image(path)
+    except ImageReadError as e:
+        raise DatasetError(" ".join(str(e).splitlines())) from None
     h, w = img.shape[:2]
     s = short_side / min(h, w)
     size = (max(short_side, round(w * s)), max(short_side, round(h * s)))

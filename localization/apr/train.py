@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fgsn.utils.checkpoint import save_checkpoint
 from fgsn.utils.config import merge_config, save_config
 from fgsn.utils.logging import setup_logging
 from reconstruction.geometry import pose_errors
@@ -193,10 +194,9 @@ def _checkpoint(model, optimizer, scheduler, conf, iteration, metrics, stats, ma
 
 
 def _save(ckpt: dict, ckpt_dir: Path) -> Path:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"checkpoint_{ckpt['iteration']:06d}.pt"
-    torch.save(ckpt, path)
-    torch.save(ckpt, ckpt_dir / "checkpoint_last.pt")
+    """Write ``checkpoint_<iteration>.pt`` and ``checkpoint_last.pt``, each atomically; returns the first."""
+    path = save_checkpoint(ckpt, ckpt_dir / f"checkpoint_{ckpt['iteration']:06d}.pt")
+    save_checkpoint(ckpt, ckpt_dir / "checkpoint_last.pt")
     logger.info("Saved checkpoint %s.", path)
     return path
 

@@ -125,3 +125,36 @@ def test_seasons_mini_cmu(seasons_mini_cmu):
     assert len(train) == 20 and len(test) > 0 and {r.map_id for r in train + test} == {"slice1"}
     with pytest.raises(DatasetError, match="separate world frames"):
         read_split({**conf, "slices": None}, "train")
+
+
+class TestLoadImage:
+    def test_same_pixels_as_cv2_and_resized(self, tmp_path):
+        import cv2
+
+        from localization.apr.data import load_image
+
+        rng = np.random.default_rng(0)
+        img = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        for name in ("a.png", "a.jpg"):
+            cv2.imwrite(str(tmp_path / name), img)
+            ref = cv2.cvtColor(cv2.imread(str(tmp_path / name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            for short in (15, 30, 60):  # INTER_AREA when shrinking, INTER_LINEAR otherwise
+                s = short / 30
+                interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+                expected = cv2.resize(ref, (max(short, round(40 * s)), short), interpolation=interp)
+                out = load_image(tmp_path / name, short)
+                assert out.dtype == np.uint8 and out.shape == (short, round(40 * s), 3)
+                assert np.array_equal(out, expected), (name, short)
+
+    def test_truncated_and_missing_files(self, tmp_path):
+        import cv2
+
+        from localization.apr.data import load_image
+
+        cv2.imwrite(str(tmp_path / "a.jpg"), np.full((64, 64, 3), 128, np.uint8))
+        data = (tmp_path / "a.jpg").read_bytes()
+        (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+        for name in ("cut.jpg", "none.png"):
+            with pytest.raises(DatasetError, match=name) as info:
+                load_image(tmp_path / name, 32)
+            assert "\n" not in str(info.value)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from localization.apr.backbones import ResNet, load_imagenet_weights
+from fgsn.models.resnet import ResNet
+from fgsn.weights import load_resnet_weights
 from localization.apr.models import MODELS, get_model
 from localization.apr.models.colorization import ColorizationAPR, rgb_to_lab
 from localization.apr.pose import qnormalize
@@ -95,20 +96,21 @@ class TestImageNetWeights:
         path = tmp_path / "resnet18.pth"
         torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
         model = get_model("atloc")({"backbone": {"depth": 18, "pretrained": None}, "feat_dim": 32})
-        report = load_imagenet_weights(model, path, prefix="backbone.")
-        assert report["unexpected"] == ["backbone.extra.weight"]
-        assert report["missing"] == ["backbone.layer4.1.bn2.weight"]
-        assert report["mismatched"] == []
+        report = load_resnet_weights(model, path, prefix="backbone.")
+        assert report.unexpected == ["extra.weight"]  # file key names
+        assert report.missing == ["backbone.layer4.1.bn2.weight"]
+        assert report.mismatched == []
+        assert "fc.weight" in model.state_dict() and "fc.weight" in report.allowed_missing  # AtLoc's own fc
         assert torch.equal(model.backbone.layer2[0].conv1.weight, src.layer2[0].conv1.weight)
 
     def test_shape_mismatch_and_missing_file(self, tmp_path):
         path = tmp_path / "r.pth"
         torch.save(ResNet(10, base_width=64).state_dict(), path)
         model = get_model("posenet")({**TINY, **EXTRA["posenet"]})
-        report = load_imagenet_weights(model, path, prefix="backbone.")
-        assert "backbone.conv1.weight: file (64, 3, 7, 7) vs model (8, 3, 7, 7)" in report["mismatched"]
+        report = load_resnet_weights(model, path, prefix="backbone.")
+        assert "backbone.conv1.weight: file (64, 3, 7, 7) vs model (8, 3, 7, 7)" in report.mismatched
         with pytest.raises(FileNotFoundError, match="nope.pth"):
-            load_imagenet_weights(model, tmp_path / "nope.pth")
+            load_resnet_weights(model, tmp_path / "nope.pth")
 
     def test_pretrained_from_config(self, tmp_path):
         path = tmp_path / "r.pth"

@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
-from ..backbones import ResNet, load_imagenet_weights
+from fgsn.models.resnet import ResNet
+from fgsn.weights import load_resnet_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,14 +72,21 @@ class BaseAPR(nn.Module):
 
     # --- shared ----------------------------------------------------------------------------------------------
     def make_backbone(self, activation: str = "relu") -> ResNet:
+        """A ResNet of ``conf.backbone`` (torchvision layout, He-normal conv initialisation).
+
+        Args:
+            activation: ``"relu"`` or ``"elu"``.
+        """
         bconf = self.conf.backbone
-        return ResNet(bconf.depth, bconf.base_width, activation)
+        return ResNet(bconf.depth, bconf.base_width, activation, init="kaiming")
 
     def load_pretrained(self, prefixes: tuple[str, ...] = ("backbone.",)) -> None:
-        """Load ``backbone.pretrained`` (if set) into every ResNet under the given key prefixes."""
+        """Load ``backbone.pretrained`` (if set; a local torchvision-layout ImageNet file) into every ResNet under
+        the given key prefixes (:func:`fgsn.weights.load_resnet_weights`, non-strict: what does not fit is
+        logged)."""
         if self.conf.backbone.pretrained:
             for p in prefixes:
-                load_imagenet_weights(self, self.conf.backbone.pretrained, prefix=p)
+                load_resnet_weights(self, self.conf.backbone.pretrained, prefix=p)
 
     def normalize_image(self, image: torch.Tensor) -> torch.Tensor:
         return (image - self.img_mean) / self.img_std

@@ -20,21 +20,7 @@ import torch.nn as nn
 from ..losses import geometric_loss, posenet_loss
 from ..pose import qnormalize
 from .base import BaseAPR, flatten_frames, pose_metrics
-
-
-class _Regressor(nn.Module):
-    def __init__(self, in_ch: int, dim: int, dropout: float):
-        super().__init__()
-        self.fc = nn.Linear(in_ch, dim)
-        self.drop = nn.Dropout(dropout)
-        self.fc_p = nn.Linear(dim, 3)
-        self.fc_q = nn.Linear(dim, 4)
-        with torch.no_grad():  # start at the identity rotation
-            self.fc_q.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
-
-    def forward(self, x: torch.Tensor):
-        h = self.drop(torch.relu(self.fc(x.mean((2, 3)))))
-        return self.fc_p(h), self.fc_q(h)
+from .heads import PoseHead
 
 
 class PoseNet(BaseAPR):
@@ -55,9 +41,9 @@ class PoseNet(BaseAPR):
             raise ValueError("PoseNet alpha and beta need 3 values (two auxiliary regressors and the main one)")
         self.backbone = self.make_backbone()
         ch = self.backbone.channels
-        self.heads = nn.ModuleList([_Regressor(ch[2], conf.aux_dim, conf.dropout),
-                                    _Regressor(ch[3], conf.aux_dim, conf.dropout),
-                                    _Regressor(ch[4], conf.feat_dim, conf.dropout)])
+        self.heads = nn.ModuleList([PoseHead(ch[2], conf.aux_dim, conf.dropout),
+                                    PoseHead(ch[3], conf.aux_dim, conf.dropout),
+                                    PoseHead(ch[4], conf.feat_dim, conf.dropout)])
         self.load_pretrained()
 
     def _forward(self, data):

@@ -29,25 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..backbones import ResNet
 from ..losses import learned_weighting, relative_errors
 from ..pose import qmul, qnormalize, relative_pose
 from .base import BaseAPR, pose_metrics
-
-
-class _PoseHead(nn.Module):
-    def __init__(self, in_ch: int, dim: int, dropout: float):
-        super().__init__()
-        self.fc = nn.Linear(in_ch, dim)
-        self.drop = nn.Dropout(dropout)
-        self.fc_p = nn.Linear(dim, 3)
-        self.fc_q = nn.Linear(dim, 4)
-        with torch.no_grad():
-            self.fc_q.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
-
-    def forward(self, x):
-        h = self.drop(F.elu(self.fc(x.mean((2, 3)))))
-        return self.fc_p(h), qnormalize(self.fc_q(h))
+from .heads import PoseHead
 
 
 class VLocNet(BaseAPR):
@@ -77,15 +62,15 @@ class VLocNet(BaseAPR):
         self.pose_fc = nn.Linear(7, conf.pose_channels)
         self.fuse = nn.Sequential(nn.Conv2d(ch[3] + conf.pose_channels, ch[3], 1, bias=False), nn.BatchNorm2d(ch[3]),
                                   nn.ELU(inplace=True))
-        self.global_head = _PoseHead(ch[4], conf.fc_dim, conf.dropout)
+        self.global_head = PoseHead(ch[4], conf.fc_dim, conf.dropout, "elu")
         self.s_x = nn.Parameter(torch.tensor(float(conf.s_x_init)))
         self.s_q = nn.Parameter(torch.tensor(float(conf.s_q_init)))
         if conf.odometry:
-            odo = ResNet(conf.backbone.depth, conf.backbone.base_width, "elu")
+            odo = self.make_backbone("elu")
             self.odo_reduce = nn.Sequential(nn.Conv2d(2 * ch[2], ch[2], 1, bias=False), nn.BatchNorm2d(ch[2]),
                                             nn.ELU(inplace=True))
             self.odo_layer3, self.odo_layer4 = odo.layer3, odo.layer4
-            self.odo_head = _PoseHead(ch[4], conf.fc_dim, conf.dropout)
+            self.odo_head = PoseHead(ch[4], conf.fc_dim, conf.dropout, "elu")
             self.s_x_odo = nn.Parameter(torch.tensor(float(conf.s_x_init)))
             self.s_q_odo = nn.Parameter(torch.tensor(float(conf.s_q_init)))
         self.load_pretrained()
@@ -103,11 +88,13 @@ class VLocNet(BaseAPR):
         emb = F.elu(self.pose_fc(torch.cat([prev_p, prev_q], -1)))
         emb = emb[:, :, None, None].expand(-1, -1, *f4.shape[-2:])
         f4 = self.fuse(torch.cat([f4, emb], 1))
-        return self.global_head(self.backbone.layer4(f4))
+        p, q = self.global_head(self.backbone.layer4(f4))
+        return p, qnormalize(q)
 
     def _odometry(self, f3_prev: torch.Tensor, f3: torch.Tensor):
         h = self.odo_reduce(torch.cat([f3_prev, f3], 1))
-        return self.odo_head(self.odo_layer4(self.odo_layer3(h)))
+        dp, dq = self.odo_head(self.odo_layer4(self.odo_layer3(h)))
+        return dp, qnormalize(dq)
 
     def _perturb(self, p: torch.Tensor, q: torch.Tensor):
         conf = self.conf
