@@ -120,21 +120,30 @@ class Camera:
         """
         if points_cam.shape[-1] != 3:
             raise ValueError(f"points_cam must have shape (..., 3), got {tuple(points_cam.shape)}")
-        fx, fy, cx, cy, (k1, k2, p1, p2) = self.intrinsics
-        torch_in = not isinstance(points_cam, np.ndarray)
-        xp = _torch() if torch_in else np
+        fx, fy, cx, cy, _ = self.intrinsics
+        xp = np if isinstance(points_cam, np.ndarray) else _torch()
         z = points_cam[..., 2]
         front = z > min_depth
         zs = xp.where(front, z, xp.ones_like(z))
         x, y = points_cam[..., 0] / zs, points_cam[..., 1] / zs
         r2 = x * x + y * y
-        radial = 1 + k1 * r2 + k2 * r2 * r2
-        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        xd, yd = self._distort(x, y, r2)
         u = fx * xd + cx
         v = fy * yd + cy
         uv = xp.stack([u, v], -1)
         return uv, front & (r2 < self.max_radius2)
+
+    def distort(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """The model's distortion: undistorted normalised coordinates (any shape, NumPy or torch) -> distorted
+        normalised coordinates (no guard: see :meth:`project`)."""
+        return self._distort(x, y, x * x + y * y)
+
+    def _distort(self, x: Array, y: Array, r2: Array) -> tuple[Array, Array]:
+        k1, k2, p1, p2 = self.intrinsics[4]
+        radial = 1 + k1 * r2 + k2 * r2 * r2
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        return xd, yd
 
     def in_image(self, uv: Array) -> Array:
         """(..., 2) pixels (integer = pixel centre) -> (...) bool: inside the image (-0.5 < x < width - 0.5, same

@@ -265,7 +265,7 @@ class TestPackage:
         """The entry points of the former single module stay importable from the package."""
         for name in ("main", "default_conf", "add_arguments", "run", "CLASSES", "CONDITIONS", "SynthCamera",
                      "Scene", "Face", "build_scene", "render_geometry", "render_view", "make_trajectory",
-                     "correspondences", "plan_slice", "slice_scene", "ground_truth_label_items"):
+                     "correspondences", "plan_slice", "slice_scene"):
             assert hasattr(S, name), name
         assert callable(S.main) and callable(S.run) and callable(S.add_arguments)
         assert set(S.__all__) <= set(dir(S))

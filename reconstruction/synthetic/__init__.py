@@ -79,7 +79,7 @@ from .writers import (_odometry_lines, _pose_line, _write_image, _write_lines, _
                       correspondences)
 
 __all__ = ["CLASSES", "CONDITIONS", "Face", "Scene", "SynthCamera", "add_arguments", "build_scene", "correspondences",
-           "default_conf", "ground_truth_label_items", "main", "make_trajectory", "plan_slice", "render_geometry",
+           "default_conf", "main", "make_trajectory", "plan_slice", "render_geometry",
            "render_view", "run", "slice_scene"]
 
 logger = logging.getLogger(__name__)
@@ -267,24 +267,6 @@ def main(conf: DictConfig | dict, out_dir: Path, overwrite: bool = False) -> Pat
         if conf.write_correspondences:
             _write_slice_correspondences(conf, out_dir, slice_id, scene, cam, plan, sdir, overwrite)
     return out_dir
-
-
-def ground_truth_label_items(dataset) -> list[tuple[str, Path]]:
-    """(image key, ground-truth class PNG) of every database and query image of a generated dataset, for
-    :func:`reconstruction.semantics.labels_from_pngs` (a perfect "precomputed" label source, ``len(CLASSES)``
-    labels).
-
-    Raises:
-        FileNotFoundError: a PNG is missing (the dataset was generated with ``write_semantics=false``).
-    """
-    items = []
-    for r in dataset.database + dataset.queries:
-        slice_dir, split, fname = Path(r.key).parts[-3:]
-        png = Path(dataset.root) / slice_dir / "semantics" / split / (Path(fname).stem + ".png")
-        if not png.is_file():
-            raise FileNotFoundError(f"{png}: ground-truth semantics missing (generate with write_semantics=true)")
-        items.append((r.key, png))
-    return items
 
 
 # ----------------------------------------------------------------------------------------------------------

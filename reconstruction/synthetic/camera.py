@@ -1,6 +1,7 @@
 """Camera of the synthetic dataset: :class:`SynthCamera`, an OPENCV model (fx, fy, cx, cy, k1, k2, p1, p2) with
 the pixel-centre convention of the project (integer = pixel centre; COLMAP's parameters are ``+0.5``), its
-distortion, projection, per-pixel rays and cached vignetting, and the near plane ``_NEAR`` of the renderer.
+per-pixel rays (fixed-point undistortion of every pixel centre, for the renderer) and cached vignetting, and the
+near plane ``_NEAR`` of the renderer. Distortion and projection are :class:`reconstruction.camera.Camera`'s.
 """
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..camera import Camera
 
 _NEAR = 0.05  # near plane, metres
 
@@ -43,27 +46,19 @@ class SynthCamera:
         """[fx, fy, cx, cy, k1, k2, p1, p2] in COLMAP's convention (pixel centre at +0.5)."""
         return [self.fx, self.fy, self.cx + 0.5, self.cy + 0.5, *self.dist]
 
+    @property
+    def camera(self) -> Camera:
+        """The same camera as a :class:`reconstruction.camera.Camera` (COLMAP parameters), which projects."""
+        return self._cached("camera", lambda: Camera("OPENCV", self.width, self.height, tuple(self.colmap_params())))
+
     def distort(self, xn: np.ndarray, yn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Undistorted normalised coordinates (any shape) -> distorted normalised coordinates."""
-        k1, k2, p1, p2 = self.dist
-        r2 = xn * xn + yn * yn
-        radial = 1 + k1 * r2 + k2 * r2 * r2
-        xd = xn * radial + 2 * p1 * xn * yn + p2 * (r2 + 2 * xn * xn)
-        yd = yn * radial + p1 * (r2 + 2 * yn * yn) + 2 * p2 * xn * yn
-        return xd, yd
+        return self.camera.distort(xn, yn)
 
     def project(self, p_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3) camera-frame points -> (N, 2) pixels (integer = pixel centre) and (N,) validity.
-
-        Points behind the near plane or outside the undistortion's valid field of view are invalid (a radial
-        model folds far-off points back into the image)."""
-        z = p_cam[:, 2]
-        valid = z > _NEAR
-        zs = np.where(valid, z, 1.0)
-        xn, yn = p_cam[:, 0] / zs, p_cam[:, 1] / zs
-        valid &= xn * xn + yn * yn < self.max_r2 * 1.1
-        xd, yd = self.distort(xn, yn)
-        return np.stack([self.fx * xd + self.cx, self.fy * yd + self.cy], axis=1), valid
+        """(N, 3) camera-frame points -> (N, 2) pixels (integer = pixel centre) and (N,) validity: beyond the
+        near plane and within the camera's fold-over guard (:meth:`reconstruction.camera.Camera.project`)."""
+        return self.camera.project(p_cam, _NEAR)
 
     def rays(self) -> np.ndarray:
         """(H, W, 3) float64 camera-frame ray directions (x_n, y_n, 1) of the pixel centres (undistorted)."""
@@ -76,10 +71,6 @@ class SynthCamera:
                 xn, yn = xn + (xd - ex), yn + (yd - ey)
             self._rays = np.stack([xn, yn, np.ones_like(xn)], axis=-1)
         return self._rays
-
-    @property
-    def max_r2(self) -> float:
-        return self._cached("max_r2", lambda: float((self.rays()[..., 0] ** 2 + self.rays()[..., 1] ** 2).max()))
 
     @property
     def ray_norm(self) -> np.ndarray:
