@@ -27,7 +27,7 @@ def posenet_loss(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q: t
 
 def geometric_loss(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor, beta: float,
                    distance: float = 1.0, beta_factor: float = 1.5) -> torch.Tensor:
-    """The geometric PoseNet loss of Ward et al. (``docs ALGORITHMS.md`` section 11), one regressor.
+    """The geometric PoseNet loss of Ward et al. (docs/apr.md, "Losses"), one regressor.
 
     L = 1.5 beta ||q^ - q|| + ||d|| + ||d||^2 s, with a = the point ``distance`` units along the true camera's
     viewing direction and a^ the same for the predicted pose (:func:`~localization.apr.pose.lookat_point`),
