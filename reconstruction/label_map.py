@@ -251,7 +251,8 @@ def label_dataset(conf, dataset: SeasonsDataset, out_dir: Path, overwrite: bool 
     cache = out_dir / "cache"
     feature_path = cache / feature_step.feature_filename(conf.features)
     feature_step.main(conf.features, [(r.key, r.path) for r in dataset.database], feature_path)
-    labels_path = semantics.ensure_labels(conf.semantics, dataset.database, cache)
+    labels_path = semantics.main(conf.semantics, [(r.key, r.path) for r in dataset.database],
+                                 semantics.labels_path(conf.semantics, cache))
     out = {}
     for map_id in dataset.maps:
         map_path = cache / sfm_map.map_filename(map_id, feature_path.name)

@@ -80,7 +80,7 @@ class TestLabelFiles:
             semantics.source_name(merge_config(semantics.default_conf))
         conf = merge_config(semantics.default_conf, overrides=["source=labels", f"labels={tmp_path / 'none.h5'}"])
         with pytest.raises(DatasetError, match="none.h5: label file not found"):
-            semantics.ensure_labels(conf, [], tmp_path)
+            semantics.main(conf, [], tmp_path / "none.h5")
 
 
 def test_labelled_map_of_generated_street(semantic_demo, tmp_path):
