@@ -149,13 +149,7 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
             index_map = map_id
         desc = feature_step.read_features(feature_path, key, ("descriptors",))["descriptors"]
         matches = index.match(desc, float(conf["ratio_threshold"]), int(conf["num_neighbors"]))
-        with h5py.File(output, "a") as f:
-            if key in f:
-                del f[key]
-            g = f.create_group(key)
-            for k, v in matches.items():
-                g.create_dataset(k, data=v)
-            g.attrs["map_id"] = map_id
+        feature_step.write_group(output, key, matches, {"map_id": map_id})
     return output
 
 

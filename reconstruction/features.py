@@ -114,13 +114,7 @@ def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite
             continue
         failed.pop(key, None)
         feats = extractor(image)
-        with h5py.File(feature_path, "a") as f:
-            if key in f:
-                del f[key]
-            grp = f.create_group(key)
-            for k, v in feats.items():
-                grp.create_dataset(k, data=v)
-            grp.attrs["image_size"] = (image.shape[1], image.shape[0])
+        write_group(feature_path, key, feats, {"image_size": (image.shape[1], image.shape[0])})
     if failed != before:
         with h5py.File(feature_path, "a") as f:
             if failed:
@@ -128,6 +122,25 @@ def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite
             elif "failed_images" in f.attrs:
                 del f.attrs["failed_images"]
     return feature_path
+
+
+def write_group(path: Path, name: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
+    """Write one group of a resumable per-image HDF5 file (replacing a group of that name), then close the file
+    so that it is on disk before the next image starts.
+
+    Args:
+        path: the HDF5 file (created or appended).
+        name: group name (an image key; ``/`` creates nested groups).
+        arrays: dataset name -> array, written in this order.
+        attrs: group attributes.
+    """
+    with h5py.File(path, "a") as f:
+        if name in f:
+            del f[name]
+        grp = f.create_group(name)
+        for k, v in arrays.items():
+            grp.create_dataset(k, data=v)
+        grp.attrs.update(attrs or {})
 
 
 def failed_images(feature_path: Path, keys: Iterable[str] | None = None) -> dict[str, str]:
