@@ -34,7 +34,8 @@ from _common import REPO  # noqa: E402
 from fgsn.utils.seeding import keyed_rng  # noqa: E402
 from localization import localize, submission  # noqa: E402
 from localization.base import Localizer, QueryResult  # noqa: E402
-from reconstruction.datasets import ImageRecord, SeasonsDataset  # noqa: E402
+from reconstruction.datasets import SeasonsDataset  # noqa: E402
+from reconstruction.records import ImageRecord  # noqa: E402
 from reconstruction.geometry import random_rotation  # noqa: E402
 
 METHOD = "bench-random-pose"

@@ -2,8 +2,15 @@
 labelled map projected with the estimated pose, and the 2D-3D matches given to RANSAC (inliers of the estimated
 pose in green, outliers in red; matches the semantic filter dropped in grey).
 
-The run's saved ``config.yaml`` rebuilds its localizer, which reads the cached matches, labels and labelled
-map; nothing is recomputed. Figures go to ``RUN/figures/<condition>/<query>.png``.
+Everything drawn is read from the step outputs of the run (nothing is recomputed): the poses from
+``results.jsonl``, the matches with :func:`localization.matching.read_matches` and the feature file's keypoints,
+the labelled map with :meth:`LabelledMap.load` (its rows are the map file's, so it gives the matched 3D points
+too) and the query segmentation with :class:`LabelReader`. The run's saved ``config.yaml`` gives the paths of those
+files (the localizer's ``feature_path``, ``match_path``, ``labels_path``, ``labelled_map_paths``, built from the
+configuration alone). Only the mask of the matches the semantic filter kept is the method's own
+``select_matches`` (on the matches as the method loads them, ``load_matches``, bearings included): it depends on the method's settings and state (SSMC's label test, GSMC's scores with the
+gravity and camera-height priors, PFSL's initialisation filter), which no step writes to disk. Figures go to
+``RUN/figures/<condition>/<query>.png``.
 """
 from __future__ import annotations
 
@@ -16,12 +23,15 @@ from omegaconf import OmegaConf
 
 from fgsn.utils.io import read_image
 from fgsn.utils.plotting import pyplot, save_figure
+from localization import matching
 from localization.localize import get_localizer_class
 from localization.semantic import SemanticLocalizer
 from localization.submission import pose_from_record, read_results
 from reconstruction.camera import Camera, project_world
 from reconstruction.datasets import load_dataset, parse_slices
-from reconstruction.label_map import label_colors
+from reconstruction.features import read_features
+from reconstruction.label_map import LabelledMap, label_colors
+from reconstruction.semantics import LabelReader
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +99,7 @@ def main(dataset, run_dir: Path, per_condition: int = 2, names: list[str] | None
     cls = get_localizer_class(conf.method)
     if not issubclass(cls, SemanticLocalizer):
         raise ValueError(f"{run_dir}: method {conf.method!r} has no labels; figures need ssmc, gsmc or pfsl")
+    # built from the configuration only (no work): the step outputs' paths and the method's select_matches
     loc = cls(cls.merged_conf(conf.localizer), dataset, Path(conf.cache_dir) if conf.cache_dir else run_dir / "cache")
     results = read_results(run_dir / "results.jsonl")
     if names is None:
@@ -100,19 +111,23 @@ def main(dataset, run_dir: Path, per_condition: int = 2, names: list[str] | None
     else:
         by_name = dataset.query_by_name()
         queries = [by_name[n] for n in names]
-    reader = loc.label_reader()
+    reader = LabelReader(loc.labels_path)
+    lmaps: dict[str, LabelledMap] = {}
     out = []
     for q in queries:
         rec = results.get(q.name)
-        matches = loc.load_matches(q)
-        kept, _, _ = loc.select_matches(q, matches)
-        lmap = loc.labelled_map(q.map_id)
+        raw = matching.read_matches(loc.match_path, q.key)
+        keypoints = read_features(loc.feature_path, q.key, ("keypoints",))["keypoints"][raw["query_idx"]]
+        if q.map_id not in lmaps:
+            lmaps[q.map_id] = LabelledMap.load(loc.labelled_map_paths[q.map_id])
+        lmap = lmaps[q.map_id]
+        kept, _, _ = loc.select_matches(q, loc.load_matches(q))  # the method's filter (module docstring)
         pose = pose_from_record(rec) if rec else None
         title = (f"{conf.method}: {q.name} ({q.condition}) - " + ("localized" if pose is not None else "failed")
                  + f", {int(kept.sum())} / {len(kept)} matches kept, {rec['num_inliers'] if rec else 0} inliers")
-        out.append(query_figure(read_image(q.path), reader.labels(q.key), reader.num_classes, matches["keypoints"],
-                                matches["points3D"], kept, pose, q.camera, lmap.xyz, lmap.label,
-                                run_dir / "figures" / q.condition / (Path(q.name).stem + ".png"),
+        out.append(query_figure(read_image(q.path), reader.labels(q.key), reader.num_classes,
+                                keypoints.astype(np.float64), lmap.xyz[raw["point_idx"]], kept, pose, q.camera,
+                                lmap.xyz, lmap.label, run_dir / "figures" / q.condition / (Path(q.name).stem + ".png"),
                                 float(loc.conf.ransac.inlier_threshold_px), title))
     logger.info("Wrote %d query figures under %s", len(out), run_dir / "figures")
     return out

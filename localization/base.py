@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from reconstruction.datasets import ImageRecord, SeasonsDataset
+from reconstruction.datasets import SeasonsDataset
+
+from reconstruction.records import ImageRecord
 
 
 @dataclass

@@ -40,7 +40,7 @@ import torch
 from fgsn.segment import resolve_device
 from fgsn.utils.seeding import keyed_rng
 from reconstruction.camera import Camera
-from reconstruction.datasets import ImageRecord
+from reconstruction.records import ImageRecord
 from reconstruction.geometry import horizontal_basis
 from reconstruction.label_map import LabelledMap
 

@@ -6,16 +6,32 @@ of a *different* 3D point (a second descriptor of the same point is not evidence
 Threshold 0.9 on distances as in Toft et al. (ECCV 2018). On seasons-mini (night, snow) the mean descriptors
 gave the better recall at (0.25 m, 2°) (night 88.9 vs 83.3 %) with 4x fewer descriptors to search.
 
-HDF5 schema of ``matches-<features>-r<ratio>.h5``: one group per query key with
+The matching step (:func:`main`) matches every query of a feature file to the descriptor file of its map and
+writes ``matches-<features>-<point_descriptor>-r<ratio>.h5`` (:func:`matches_filename`; ``<features>`` is the
+feature file's stem without ``feats-``, e.g. ``matches-sift-n8192-pt0.0067-mean-r0.9.h5``), one group per query
+key (``/`` creating nested groups), resumable like the features step:
 
     query_idx   (K,) int32    keypoint index in the query's feature group
     point_idx   (K,) int32    row in the map's ``xyz`` (see :mod:`reconstruction.sfm_map`)
     distance    (K,) float32  L2 descriptor distance of the match
     attrs: map_id
+
+Read one query's matches with :func:`read_matches`.
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import h5py
 import numpy as np
+from tqdm import tqdm
+
+from reconstruction import features as feature_step
+from reconstruction.sfm_map import MapDescriptors
+
+logger = logging.getLogger(__name__)
 
 default_conf = {
     "ratio_threshold": 0.9,  # Lowe ratio on L2 descriptor distances (the paper: 0.9)
@@ -79,3 +95,80 @@ def mean_point_descriptors(descriptors: np.ndarray, owner: np.ndarray) -> tuple[
     sums = np.zeros((len(points), descriptors.shape[1]), np.float64)
     np.add.at(sums, inverse, descriptors.astype(np.float64))
     return (sums / np.bincount(inverse)[:, None]).astype(np.float32), points
+
+
+def matches_filename(feature_file: str | Path, conf) -> str:
+    """Name of the matches file: ``matches-<features>-<point_descriptor>-r<ratio>.h5`` (module docstring).
+
+    Args:
+        feature_file: name (or path) of the feature file, ``feats-<features>.h5``.
+        conf: see :data:`default_conf` (``point_descriptor``, ``ratio_threshold``).
+    """
+    return (f"matches-{Path(feature_file).stem.removeprefix('feats-')}-{conf['point_descriptor']}"
+            f"-r{float(conf['ratio_threshold']):g}.h5")
+
+
+def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths: Mapping[str, Path],
+         output: Path, overwrite: bool = False) -> Path:
+    """Match every query's descriptors to the per-point descriptors of its map (the matching step).
+
+    Queries already in ``output`` are skipped unless ``overwrite``; each query's group is written before the
+    next query starts, so an interrupted run resumes where it stopped. Queries listed as failed in the feature
+    file (unreadable images, :func:`reconstruction.features.failed_images`) are skipped.
+
+    Args:
+        conf: see :data:`default_conf`.
+        queries: (query key, map id) pairs; the key names the query's group in ``feature_path`` and ``output``.
+        feature_path: feature file of the queries (:mod:`reconstruction.features`).
+        map_paths: map id -> map descriptor file (:mod:`reconstruction.sfm_map`) of every map in ``queries``.
+        output: the matches HDF5 file (created or appended; schema in the module docstring).
+        overwrite: match queries already in ``output`` again.
+    Returns:
+        ``output``.
+    Raises:
+        KeyError: a query has no features (and did not fail) or its map is not in ``map_paths``.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    queries = list(queries)
+    failed = feature_step.failed_images(feature_path, [k for k, _ in queries])
+    with h5py.File(output, "a") as f:
+        todo = [(k, m) for k, m in queries if (overwrite or k not in f) and k not in failed]
+    if not todo:
+        return output
+    missing = sorted({m for _, m in todo} - set(map_paths))
+    if missing:
+        raise KeyError(f"no map descriptor file for map(s) {missing}")
+    logger.info("Matching %d queries to their maps (ratio %.2f).", len(todo), conf["ratio_threshold"])
+    todo.sort(key=lambda q: q[1])
+    index, index_map = None, None
+    for key, map_id in tqdm(todo, desc="2D-3D matching", unit="query", disable=None):
+        if map_id != index_map:
+            m = MapDescriptors.load(map_paths[map_id])
+            index = DescriptorIndex(m.descriptors, m.owner, conf["point_descriptor"])
+            index_map = map_id
+        desc = feature_step.read_features(feature_path, key, ("descriptors",))["descriptors"]
+        matches = index.match(desc, float(conf["ratio_threshold"]), int(conf["num_neighbors"]))
+        feature_step.write_group(output, key, matches, {"map_id": map_id})
+    return output
+
+
+def read_matches(match_path: Path, key: str) -> dict[str, np.ndarray | str]:
+    """One query's matches from a matches file.
+
+    Args:
+        match_path: the matches file of :func:`main`.
+        key: the query key.
+    Returns:
+        ``query_idx`` (K,) int32, ``point_idx`` (K,) int32, ``distance`` (K,) float32 (module docstring) and
+        ``map_id`` (str).
+    Raises:
+        KeyError: the query is not in the file (names both).
+    """
+    with h5py.File(match_path, "r") as f:
+        if key not in f:
+            raise KeyError(f"{match_path}: no matches for query {key}")
+        g = f[key]
+        out = {k: g[k][()] for k in ("query_idx", "point_idx", "distance")}
+        out["map_id"] = str(g.attrs["map_id"])
+    return out

@@ -225,7 +225,7 @@ def pycolmap_ransac(points2D: np.ndarray, points3D: np.ndarray, camera, conf: di
     """
     import pycolmap
 
-    from reconstruction.geometry import to_colmap_pixels
+    from reconstruction.camera import to_colmap_pixels
 
     c = {**default_conf, **(conf or {})}
     n = len(points2D)

@@ -2,9 +2,9 @@
 labelled maps.
 
 :meth:`SemanticLocalizer.prepare` runs the structure-based stages (SIFT, map descriptors, 2D-3D matches; shared
-with ``--method p3p`` through the cache names), then segments every database and query image with the configured
-label source (:mod:`reconstruction.semantics`: an FGSN / PSPNet checkpoint or a precomputed label file) and labels
-each map (:mod:`reconstruction.label_map`). Subclasses use :meth:`labelled_map` and :meth:`label_reader` in
+with ``--method p3p`` through the cache names), then runs the label step on every database and query image with the configured
+label source (:func:`reconstruction.semantics.main`: an FGSN / PSPNet checkpoint or a precomputed label file) and
+the labelled map step on each map (:func:`reconstruction.label_map.main`). Subclasses use :meth:`labelled_map` and :meth:`label_reader` in
 ``select_matches`` / ``localize``; both load lazily, once per process, so the localizer stays picklable.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from reconstruction import label_map, semantics
-from reconstruction.datasets import ImageRecord
+from reconstruction.records import ImageRecord
 from reconstruction.geometry import gravity_in_camera
 from reconstruction.label_map import LabelledMap
 from reconstruction.semantics import LabelReader
@@ -44,11 +44,14 @@ class SemanticLocalizer(StructureLocalizer):
         self._gravity: dict[tuple[str, str], np.ndarray] = {}
 
     def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+        """The structure-based steps, then the label step (database images and readable queries) and the
+        labelled map step per map."""
         super().prepare(queries)
-        records = self.dataset.database + [q for q in self.dataset.queries if q.key not in self.bad_images]
-        semantics.ensure_labels(self.conf.semantics, records, self.work_dir)
+        ds, c = self.dataset, self.conf
+        records = ds.database + [q for q in ds.queries if q.key not in self.bad_images]
+        semantics.main(c.semantics, [(r.key, r.path) for r in records], self.labels_path)
         for map_id, path in self.labelled_map_paths.items():
-            label_map.main(self.conf.label_map, self.dataset, map_id, self.labels_path, self.map_paths[map_id], path)
+            label_map.main(c.label_map, ds, map_id, self.labels_path, self.map_paths[map_id], path)
 
     def labelled_map(self, map_id: str) -> LabelledMap:
         """The labelled map of ``map_id`` (rows aligned with :meth:`map_points`), loaded once per process."""

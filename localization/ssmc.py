@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reconstruction.datasets import ImageRecord
+from reconstruction.records import ImageRecord
 
 from .semantic import SemanticLocalizer
 

@@ -1,9 +1,10 @@
 """Structure-based localization: SIFT 2D-3D matching against an SfM map, then P3P-RANSAC (``--method p3p``).
 
-:meth:`StructureLocalizer.prepare` runs the cached, resumable stages in the main process: SIFT for database and
-query images (:mod:`reconstruction.features`), per-map point descriptors (:mod:`reconstruction.sfm_map`) and
-2D-3D matches of every query (:mod:`localization.matching`), each in an HDF5 file under the cache folder whose
-name carries its settings. :meth:`StructureLocalizer.localize` then only reads one query's matches and runs the
+:meth:`StructureLocalizer.prepare` runs the cached, resumable steps in the main process, one ``main`` each:
+SIFT for database and query images (:func:`reconstruction.features.main`), per-map point descriptors
+(:func:`reconstruction.sfm_map.main`) and 2D-3D matches of every query (:func:`localization.matching.main`),
+each in an HDF5 file under the cache folder whose name carries its settings (paths in ``feature_path``,
+``map_paths``, ``match_path``). :meth:`StructureLocalizer.localize` then only reads one query's matches and runs the
 estimator, so it parallelises over worker processes.
 
 Subclasses (the semantic filters) override :meth:`StructureLocalizer.select_matches` to drop matches or give
@@ -12,32 +13,18 @@ them sampling weights.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from reconstruction import features as feature_step
 from reconstruction import sfm_map
-from reconstruction.camera import Camera
-from reconstruction.datasets import ImageRecord
+from reconstruction.records import ImageRecord
 
 from . import matching, ransac
 from .base import Localizer, QueryResult
 
 logger = logging.getLogger(__name__)
-
-
-def matches_filename(feature_file: str, matching_conf) -> str:
-    return (f"matches-{Path(feature_file).stem.removeprefix('feats-')}-{matching_conf.point_descriptor}"
-            f"-r{float(matching_conf.ratio_threshold):g}.h5")
-
-
-def undistort_to_bearings(keypoints: np.ndarray, camera: Camera) -> np.ndarray:
-    """(N, 2) raw keypoints (integer = pixel centre) -> (N, 3) unit bearing vectors in the camera frame
-    (:meth:`reconstruction.camera.Camera.bearings`: the model's distortion inverted by pycolmap)."""
-    return camera.bearings(keypoints)
 
 
 class StructureLocalizer(Localizer):
@@ -54,7 +41,7 @@ class StructureLocalizer(Localizer):
         super().__init__(conf, dataset, work_dir)
         fname = feature_step.feature_filename(conf.features)
         self.feature_path = self.work_dir / fname
-        self.match_path = self.work_dir / matches_filename(fname, conf.matching)
+        self.match_path = self.work_dir / matching.matches_filename(fname, conf.matching)
         self.map_paths = {m: self.work_dir / sfm_map.map_filename(m, fname) for m in dataset.maps}
         self.bad_images: dict[str, str] = {}
         self._maps: dict[str, np.ndarray] = {}
@@ -63,37 +50,16 @@ class StructureLocalizer(Localizer):
 
     # ----------------------------------------------------------------------------------------------------- prepare
     def prepare(self, queries: list[ImageRecord] | None = None) -> None:
-        # every query's features and matches, cached on disk per query (a resumed run reuses them)
-        ds = self.dataset
-        feature_step.main(self.conf.features, [(r.key, r.path) for r in ds.database], self.feature_path)
-        self.bad_images = feature_step.main(self.conf.features, [(q.key, q.path) for q in ds.queries],
-                                            self.feature_path, skip_errors=True)
+        """Run the steps (each cached on disk, resumable per image / query): features of the database and of the
+        queries (unreadable queries are recorded in ``bad_images``), map descriptors per map, 2D-3D matches."""
+        ds, c = self.dataset, self.conf
+        feature_step.main(c.features, [(r.key, r.path) for r in ds.database], self.feature_path)
+        feature_step.main(c.features, [(q.key, q.path) for q in ds.queries], self.feature_path, skip_errors=True)
+        self.bad_images = feature_step.failed_images(self.feature_path, [q.key for q in ds.queries])
         for map_id, path in self.map_paths.items():
-            sfm_map.main(self.conf.map, ds, map_id, self.feature_path, path)
-        self._match_all()
-
-    def _match_all(self) -> None:
-        with h5py.File(self.match_path, "a") as f:
-            todo = [q for q in self.dataset.queries if q.key not in f and q.key not in self.bad_images]
-        if not todo:
-            return
-        logger.info("Matching %d queries to their maps (ratio %.2f).", len(todo), self.conf.matching.ratio_threshold)
-        todo.sort(key=lambda q: q.map_id)
-        index, index_map = None, None
-        for q in tqdm(todo, desc="2D-3D matching", unit="query", disable=None):
-            if q.map_id != index_map:
-                m = sfm_map.MapDescriptors.load(self.map_paths[q.map_id])
-                index = matching.DescriptorIndex(m.descriptors, m.owner, self.conf.matching.point_descriptor)
-                index_map = q.map_id
-            desc = feature_step.read_features(self.feature_path, q.key, ("descriptors",))["descriptors"]
-            matches = index.match(desc, float(self.conf.matching.ratio_threshold), int(self.conf.matching.num_neighbors))
-            with h5py.File(self.match_path, "a") as f:
-                if q.key in f:
-                    del f[q.key]
-                g = f.create_group(q.key)
-                for k, v in matches.items():
-                    g.create_dataset(k, data=v)
-                g.attrs["map_id"] = q.map_id
+            sfm_map.main(c.map, ds, map_id, self.feature_path, path)
+        matching.main(c.matching, [(q.key, q.map_id) for q in ds.queries], self.feature_path, self.map_paths,
+                      self.match_path)
 
     # ---------------------------------------------------------------------------------------------------- localize
     def map_points(self, map_id: str) -> np.ndarray:
@@ -105,11 +71,10 @@ class StructureLocalizer(Localizer):
 
     def load_matches(self, query: ImageRecord) -> dict[str, np.ndarray]:
         """Keypoints (K, 2), bearings (K, 3), points3D (K, 3), point_idx (K,) of one query's 2D-3D matches."""
-        with h5py.File(self.match_path, "r") as f:
-            g = f[query.key]
-            qi, pi = g["query_idx"][()], g["point_idx"][()]
+        raw = matching.read_matches(self.match_path, query.key)
+        qi, pi = raw["query_idx"], raw["point_idx"]
         kps = feature_step.read_features(self.feature_path, query.key, ("keypoints",))["keypoints"][qi].astype(np.float64)
-        return {"keypoints": kps, "bearings": undistort_to_bearings(kps, query.camera),
+        return {"keypoints": kps, "bearings": query.camera.bearings(kps),
                 "points3D": self.map_points(query.map_id)[pi], "point_idx": pi, "query_idx": qi}
 
     def select_matches(self, query: ImageRecord, matches: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, dict]:

@@ -29,8 +29,10 @@ from fgsn.utils.config import merge_config
 from fgsn.utils.logging import setup_logging
 
 from . import features as feature_step
-from .datasets import Camera, ImageRecord, SeasonsDataset, load_dataset, parse_slices
-from .geometry import camera_center, to_colmap_pixels
+from .camera import Camera, to_colmap_pixels
+from .datasets import SeasonsDataset, load_dataset, parse_slices
+from .records import ImageRecord
+from .geometry import camera_center
 
 logger = logging.getLogger(__name__)
 

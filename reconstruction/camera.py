@@ -4,7 +4,7 @@ one guard against distortion fold-over.
 Conventions (as everywhere in the project, :mod:`reconstruction.geometry`):
     * Pixels: integer coordinates are pixel centres. :class:`Camera` stores COLMAP's parameters (pixel centre at
       +0.5); :meth:`Camera.project` and :meth:`Camera.cam_from_img` take and return project pixels, converting
-      at this boundary only (:func:`~reconstruction.geometry.to_colmap_pixels`).
+      at this boundary only (:func:`to_colmap_pixels` / :func:`from_colmap_pixels`, the only place of the +0.5).
     * Camera frame: x right, y down, z forward (COLMAP / OpenCV).
 
 Projection follows COLMAP's models (``src/colmap/sensor/models.h``): normalised coordinates x = X / Z, y = Y / Z,
@@ -25,8 +25,6 @@ from functools import cached_property
 from typing import TypeVar
 
 import numpy as np
-
-from .geometry import to_colmap_pixels
 
 Array = TypeVar("Array")  # np.ndarray or torch.Tensor
 
@@ -168,6 +166,16 @@ class Camera:
         xn = self.cam_from_img(xy)
         b = np.concatenate([xn, np.ones((len(xn), 1))], axis=1)
         return b / np.linalg.norm(b, axis=1, keepdims=True)
+
+
+def to_colmap_pixels(xy: np.ndarray) -> np.ndarray:
+    """Project convention (integer = pixel centre) -> COLMAP convention (pixel centre at +0.5)."""
+    return np.asarray(xy, dtype=np.float64) + 0.5
+
+
+def from_colmap_pixels(xy: np.ndarray) -> np.ndarray:
+    """COLMAP convention (pixel centre at +0.5) -> project convention (integer = pixel centre)."""
+    return np.asarray(xy, dtype=np.float64) - 0.5
 
 
 def _torch():

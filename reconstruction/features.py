@@ -9,11 +9,17 @@ relative to the dataset root, ``/`` creating nested groups), with
     descriptors  (N, 128) uint8   RootSIFT (L1-root) descriptors scaled by 512 as in COLMAP
     attrs: image_size = (width, height)
 
+    file attrs: failed_images  JSON object {key: error message} of the images that could not be read when
+                               :func:`main` ran with ``skip_errors`` (absent while none failed); read it with
+                               :func:`failed_images`
+
 Images already present are skipped unless ``overwrite``, so an interrupted run resumes where it stopped. Each
-image is written and flushed before the next starts: an error loses nothing already extracted.
+image is written and flushed before the next starts: an error loses nothing already extracted. Images that
+failed are not in the file, so every call tries them again (and drops them from ``failed_images`` once read).
 """
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -26,7 +32,7 @@ from tqdm import tqdm
 
 from fgsn.utils.io import ImageReadError, read_image
 
-from .geometry import from_colmap_pixels
+from .camera import from_colmap_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +77,18 @@ class SiftExtractor:
 
 
 def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite: bool = False,
-         skip_errors: bool = False) -> dict[str, str]:
-    """Extract SIFT for every (key, path) pair into ``feature_path``.
+         skip_errors: bool = False) -> Path:
+    """Extract SIFT for every (key, path) pair into ``feature_path`` (the features step).
 
     Args:
         conf: see :data:`default_conf`.
         images: (key, image path) pairs; the key names the HDF5 group.
-        feature_path: output HDF5 file (created or appended).
+        feature_path: output HDF5 file (created or appended; schema in the module docstring).
         overwrite: re-extract images already present.
-        skip_errors: log unreadable images and go on (returned in the error dict) instead of raising.
+        skip_errors: log unreadable images and go on, recording them in the file's ``failed_images`` attribute
+            (:func:`failed_images`), instead of raising.
     Returns:
-        key -> error message for images that could not be read (empty unless ``skip_errors``).
+        ``feature_path``.
     Raises:
         ImageReadError: an unreadable image, when not ``skip_errors``; everything before it is kept.
     """
@@ -91,9 +98,10 @@ def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite
     with h5py.File(feature_path, "a") as f:
         todo = [(k, p) for k, p in images if overwrite or k not in f]
     logger.info("SIFT: %d of %d images to extract into %s.", len(todo), len(images), feature_path)
-    errors: dict[str, str] = {}
     if not todo:
-        return errors
+        return feature_path
+    failed = failed_images(feature_path)
+    before = dict(failed)
     extractor = SiftExtractor(conf)
     for key, path in tqdm(todo, desc="SIFT", unit="img", disable=None):
         try:
@@ -102,17 +110,54 @@ def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite
             if not skip_errors:
                 raise
             logger.error("%s", e)
-            errors[key] = str(e)
+            failed[key] = str(e)
             continue
+        failed.pop(key, None)
         feats = extractor(image)
+        write_group(feature_path, key, feats, {"image_size": (image.shape[1], image.shape[0])})
+    if failed != before:
         with h5py.File(feature_path, "a") as f:
-            if key in f:
-                del f[key]
-            grp = f.create_group(key)
-            for k, v in feats.items():
-                grp.create_dataset(k, data=v)
-            grp.attrs["image_size"] = (image.shape[1], image.shape[0])
-    return errors
+            if failed:
+                f.attrs["failed_images"] = json.dumps(failed, sort_keys=True)
+            elif "failed_images" in f.attrs:
+                del f.attrs["failed_images"]
+    return feature_path
+
+
+def write_group(path: Path, name: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
+    """Write one group of a resumable per-image HDF5 file (replacing a group of that name), then close the file
+    so that it is on disk before the next image starts.
+
+    Args:
+        path: the HDF5 file (created or appended).
+        name: group name (an image key; ``/`` creates nested groups).
+        arrays: dataset name -> array, written in this order.
+        attrs: group attributes.
+    """
+    with h5py.File(path, "a") as f:
+        if name in f:
+            del f[name]
+        grp = f.create_group(name)
+        for k, v in arrays.items():
+            grp.create_dataset(k, data=v)
+        grp.attrs.update(attrs or {})
+
+
+def failed_images(feature_path: Path, keys: Iterable[str] | None = None) -> dict[str, str]:
+    """Images that :func:`main` could not read (``skip_errors``), from the file's ``failed_images`` attribute.
+
+    Args:
+        feature_path: a feature file; a missing file has no failed images.
+        keys: only report these keys (default: every failed image).
+    Returns:
+        key -> error message.
+    """
+    feature_path = Path(feature_path)
+    if not feature_path.exists():
+        return {}
+    with h5py.File(feature_path, "r") as f:  # an image read since (a call that raised later) no longer counts
+        failed = {k: v for k, v in json.loads(f.attrs.get("failed_images", "{}")).items() if k not in f}
+    return failed if keys is None else {k: failed[k] for k in keys if k in failed}
 
 
 def read_features(feature_path: Path, key: str, fields: tuple[str, ...] = ("keypoints", "descriptors")) -> dict[str, np.ndarray]:

@@ -5,7 +5,7 @@ Conventions used everywhere in the project:
     * ``cam_from_world`` is a (3, 4) matrix [R | t] mapping world points to the camera frame:
       X_cam = R @ X_world + t. The camera centre is C = -R^T t.
     * Pixels: integer coordinates are pixel centres inside the project. COLMAP puts pixel centres at +0.5;
-      convert only with :func:`to_colmap_pixels` / :func:`from_colmap_pixels`.
+      convert only with :func:`reconstruction.camera.to_colmap_pixels` / :func:`~reconstruction.camera.from_colmap_pixels`.
 """
 from __future__ import annotations
 
@@ -182,16 +182,6 @@ def gravity_in_camera(cams_from_world: np.ndarray, up: np.ndarray) -> np.ndarray
     up = np.asarray(up, np.float64).reshape(3)
     g = (T[:, :, :3] @ (up / np.linalg.norm(up))).mean(0)
     return g / np.linalg.norm(g)
-
-
-def to_colmap_pixels(xy: np.ndarray) -> np.ndarray:
-    """Project convention (integer = pixel centre) -> COLMAP convention (pixel centre at +0.5)."""
-    return np.asarray(xy, dtype=np.float64) + 0.5
-
-
-def from_colmap_pixels(xy: np.ndarray) -> np.ndarray:
-    """COLMAP convention (pixel centre at +0.5) -> project convention (integer = pixel centre)."""
-    return np.asarray(xy, dtype=np.float64) - 0.5
 
 
 def axis_angle_to_rotmat(omega: np.ndarray) -> np.ndarray:

@@ -32,8 +32,11 @@ import numpy as np
 
 from fgsn.utils.io import atomic_path
 
-from .datasets import DatasetError, SeasonsDataset
-from .geometry import camera_center, from_colmap_pixels, horizontal_basis
+from .datasets import SeasonsDataset
+
+from .records import DatasetError
+from .camera import from_colmap_pixels
+from .geometry import camera_center, horizontal_basis
 from .semantics import LabelReader, labels_at
 from .sfm_map import database_records_by_image, load_reconstruction
 
@@ -251,7 +254,8 @@ def label_dataset(conf, dataset: SeasonsDataset, out_dir: Path, overwrite: bool 
     cache = out_dir / "cache"
     feature_path = cache / feature_step.feature_filename(conf.features)
     feature_step.main(conf.features, [(r.key, r.path) for r in dataset.database], feature_path)
-    labels_path = semantics.ensure_labels(conf.semantics, dataset.database, cache)
+    labels_path = semantics.main(conf.semantics, [(r.key, r.path) for r in dataset.database],
+                                 semantics.labels_path(conf.semantics, cache))
     out = {}
     for map_id in dataset.maps:
         map_path = cache / sfm_map.map_filename(map_id, feature_path.name)

@@ -1,6 +1,7 @@
 """Semantic label sources for the semantic localizers: one label file holding every database and query image.
 
-The semantic input is pluggable (``conf.source``):
+The label step is :func:`main`: it writes (or checks) the label file that :func:`labels_path` names; read it with
+:class:`LabelReader`. The semantic input is pluggable (``conf.source``):
 
 - ``checkpoint``: segment the images with an FGSN or any PSPNet checkpoint (fine-grained clusters, or a coarse
   semantic network such as the CamVid-pretrained one from ``fgsn-loc pretrain-seg``), with the sliding window
@@ -19,13 +20,13 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import h5py
 import numpy as np
 
-from .datasets import DatasetError, ImageRecord
+from .records import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -82,44 +83,55 @@ def _names_in(path: Path) -> set[str]:
     return set(list_names(path)) if path.exists() else set()
 
 
-def ensure_labels(conf, records: Sequence[ImageRecord], cache_dir: Path) -> Path:
-    """Make sure a label file holds every record (named by ``ImageRecord.key``) and return its path.
+def main(conf, images: Iterable[tuple[str, Path]], output: Path, overwrite: bool = False) -> Path:
+    """The label step: make sure the label file ``output`` holds every image (named by its key).
+
+    ``source=checkpoint`` segments the images missing from ``output`` (resumable per image; all of them with
+    ``overwrite``); ``source=labels`` only checks that the precomputed file has every image.
 
     Args:
         conf: see :data:`default_conf`.
-        records: database and query images that need labels.
-        cache_dir: folder of the segmentation cache (``source=checkpoint``).
+        images: (image key, image path) pairs of the database and query images that need labels.
+        output: the label file: :func:`labels_path` of ``conf`` (for ``source=labels`` that is ``conf.labels``).
+        overwrite: segment images already in ``output`` again (``source=checkpoint``; nothing is written for
+            ``source=labels``).
     Returns:
-        Path of the label file.
+        ``output``.
     Raises:
+        ValueError: ``source=labels`` and ``output`` is not ``conf.labels``.
         DatasetError: ``source=labels`` and the file is missing or lacks some images (names the first few).
         FileNotFoundError: the checkpoint does not exist.
     """
-    path = labels_path(conf, cache_dir)
+    output = Path(output)
+    images = list(images)
+    source_name(conf)  # validates the source
     if conf.source == "labels":
-        if not path.is_file():
-            raise DatasetError(f"{path}: label file not found")
-        present = _names_in(path)
-        missing = [r.key for r in records if r.key not in present]
+        if output != Path(conf.labels):
+            raise ValueError(f"semantics.source=labels reads {conf.labels}, not {output}")
+        if not output.is_file():
+            raise DatasetError(f"{output}: label file not found")
+        present = _names_in(output)
+        missing = [k for k, _ in images if k not in present]
         if missing:
-            raise DatasetError(f"{path}: no labels for {len(missing)} of {len(records)} images, e.g. {missing[:3]} "
+            raise DatasetError(f"{output}: no labels for {len(missing)} of {len(images)} images, e.g. {missing[:3]} "
                                "(names must be image paths relative to the dataset root)")
-        return path
+        return output
     ckpt = Path(conf.checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: segmentation checkpoint not found")
-    done = _names_in(path)
-    todo = [r for r in records if r.key not in done]
+    done = set() if overwrite else _names_in(output)
+    todo = [(k, p) for k, p in images if k not in done]
     if todo:
         from fgsn.models import PSPNet
         from fgsn.segment import segment_images
 
-        logger.info("Segmenting %d images with %s into %s.", len(todo), ckpt, path)
+        logger.info("Segmenting %d images with %s into %s.", len(todo), ckpt, output)
         model = PSPNet.from_checkpoint(ckpt)
-        segment_images(model, [r.path for r in todo], path, names=[r.key for r in todo], conf=dict(conf.segment))
-        with h5py.File(path, "a") as f:
+        segment_images(model, [p for _, p in todo], output, names=[k for k, _ in todo], conf=dict(conf.segment),
+                       overwrite=overwrite)
+        with h5py.File(output, "a") as f:
             f.attrs["checkpoint"] = str(ckpt)
-    return path
+    return output
 
 
 class LabelReader:

@@ -27,8 +27,11 @@ from scipy.spatial import cKDTree
 
 from fgsn.utils.io import atomic_path
 
-from .datasets import DatasetError, ImageRecord, SeasonsDataset
-from .geometry import camera_center, from_colmap_pixels
+from .datasets import SeasonsDataset
+
+from .records import DatasetError, ImageRecord
+from .camera import from_colmap_pixels
+from .geometry import camera_center
 
 logger = logging.getLogger(__name__)
 

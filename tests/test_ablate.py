@@ -9,7 +9,8 @@ import pytest
 from evaluation import ablate, figures
 from fgsn.segment import list_names
 from fgsn.utils.config import merge_config
-from reconstruction.datasets import Camera, load_dataset
+from reconstruction.camera import Camera
+from reconstruction.datasets import load_dataset
 
 COARSE = np.array([2, 0, 0, 1, 1, 1, 2, 1, 0, 2])  # sky, road, sidewalk, wall, window, door, veg, sign, marking, pole
 

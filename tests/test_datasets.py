@@ -4,8 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from reconstruction.datasets import DatasetError, load_cmu, load_robotcar, read_pose_file
-from reconstruction.geometry import from_colmap_pixels
+from reconstruction.datasets import load_cmu, load_robotcar, read_pose_file
+
+from reconstruction.records import DatasetError
+from reconstruction.camera import from_colmap_pixels
 from reconstruction.sfm_map import load_reconstruction
 
 

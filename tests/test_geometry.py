@@ -61,8 +61,6 @@ class TestPoses:
 class TestEstimateUp:
     def _level_cameras(self, rng, up_world, n=20, pitch_deg=0.0):
         """Cameras whose image-up direction is ``up_world`` rotated by a common pitch, random yaw about it."""
-        from reconstruction.geometry import estimate_up  # noqa: F401
-
         u = np.asarray(up_world, float)
         a = np.cross(u, [1.0, 0, 0] if abs(u[0]) < 0.9 else [0, 1.0, 0])
         a /= np.linalg.norm(a)

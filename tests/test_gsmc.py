@@ -8,7 +8,7 @@ import torch
 
 from localization import gsmc
 from localization.ransac import sample_minimal_sets
-from reconstruction.datasets import Camera
+from reconstruction.camera import Camera
 from reconstruction.geometry import camera_center, gravity_in_camera, horizontal_basis, pose_errors, random_rotation
 from reconstruction.label_map import LabelledMap
 

@@ -7,7 +7,8 @@ import pytest
 
 from fgsn.utils.config import merge_config
 from reconstruction import label_map, semantics
-from reconstruction.datasets import DatasetError, load_dataset
+from reconstruction.datasets import load_dataset
+from reconstruction.records import DatasetError
 from reconstruction.geometry import camera_center
 from reconstruction.label_map import LabelledMap, group_median, vote
 from reconstruction.semantics import LabelReader, labels_at
@@ -80,7 +81,7 @@ class TestLabelFiles:
             semantics.source_name(merge_config(semantics.default_conf))
         conf = merge_config(semantics.default_conf, overrides=["source=labels", f"labels={tmp_path / 'none.h5'}"])
         with pytest.raises(DatasetError, match="none.h5: label file not found"):
-            semantics.ensure_labels(conf, [], tmp_path)
+            semantics.main(conf, [], tmp_path / "none.h5")
 
 
 def test_labelled_map_of_generated_street(semantic_demo, tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from localization.ransac import count_inliers, p3p_ransac, pycolmap_ransac, required_iterations, sample_minimal_sets
-from reconstruction.datasets import Camera
+from reconstruction.camera import Camera
 from reconstruction.geometry import pose_errors, random_rotation
 
 

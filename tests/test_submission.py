@@ -6,7 +6,9 @@ from localization.submission import (
     SubmissionError, is_failed_pose, read_results, read_submission, result_to_json, validate_submission,
     write_submission,
 )
-from reconstruction.datasets import Camera, ImageRecord, SeasonsDataset
+from reconstruction.camera import Camera
+from reconstruction.datasets import SeasonsDataset
+from reconstruction.records import ImageRecord
 from reconstruction.geometry import random_rotation
 
 
@@ -43,7 +45,7 @@ def test_validation_errors(tmp_path):
     f.write_text(f"{NAMES[0]} 1 0 0 0 0 0 nan\n")
     with pytest.raises(SubmissionError, match=r"s.txt:1: non-finite"):
         read_submission(f)
-    f.write_text(f"night/rear/1.jpg 1 0 0 0 0 0 0\n")
+    f.write_text("night/rear/1.jpg 1 0 0 0 0 0 0\n")
     with pytest.raises(SubmissionError, match="not in the benchmark's format"):
         validate_submission(f, _dataset(["rear/1.jpg"], "robotcar"))
     with pytest.raises(SubmissionError, match="pose of .* is not a finite rigid transform"):

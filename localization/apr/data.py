@@ -36,7 +36,8 @@ import torch
 from omegaconf import DictConfig
 
 from fgsn.utils.io import ImageReadError, read_image
-from reconstruction.datasets import DatasetError, load_dataset
+from reconstruction.datasets import load_dataset
+from reconstruction.records import DatasetError
 from reconstruction.geometry import average_quaternions, rotmat_to_qvec
 
 from .pose import cam_from_world_to_pose

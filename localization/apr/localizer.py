@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
-from reconstruction.datasets import ImageRecord
+from reconstruction.records import ImageRecord
 
 from ..base import Localizer, QueryResult
 from .inference import load_checkpoint, predict_images

@@ -8,7 +8,7 @@ from localization.apr.data import (APRDataset, PoseRecord, PoseStats, make_windo
                                    read_cambridge, read_split)
 from localization.apr.pose import pose_to_cam_from_world
 from localization.apr.train import default_conf
-from reconstruction.datasets import DatasetError
+from reconstruction.records import DatasetError
 from reconstruction.geometry import invert_pose
 
 

@@ -155,7 +155,7 @@ def _untrained(name, tmp_path, root, **extra):
 
 @pytest.mark.parametrize("name", ["atloc", "vlocnet"])
 def test_predict_images_skips_unreadable_image(tmp_path, seven_scenes, name):
-    from reconstruction.datasets import DatasetError
+    from reconstruction.records import DatasetError
 
     root, _ = seven_scenes
     model, _, _ = _untrained(name, tmp_path, root)
@@ -181,7 +181,7 @@ def test_localizer_fails_only_the_unreadable_query(tmp_path, seven_scenes):
 
     from localization.apr.localizer import APRLocalizer
     from localization.apr.train import _checkpoint, _save
-    from reconstruction.datasets import ImageRecord
+    from reconstruction.records import ImageRecord
 
     root, _ = seven_scenes
     model, conf, stats = _untrained("vlocnet", tmp_path, root)
@@ -210,7 +210,7 @@ def test_localizer_prepare_predicts_pending_queries(tmp_path, seven_scenes, name
 
     from localization.apr.localizer import APRLocalizer
     from localization.apr.train import _checkpoint, _save
-    from reconstruction.datasets import ImageRecord
+    from reconstruction.records import ImageRecord
 
     root, _ = seven_scenes
     model, conf, stats = _untrained(name, tmp_path, root)
