@@ -28,7 +28,7 @@ from .segment import predict_scores, resolve_device
 from .train import freeze_batchnorm
 from .sliding import image_to_tensor
 from .utils.checkpoint import save_checkpoint
-from .utils.config import save_config
+from .utils.config import add_experiment_arguments, run_experiment, save_config
 from .utils.logging import setup_logging
 from .weights import load_state_dict_file, load_weights
 
@@ -167,15 +167,8 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML configuration, e.g. configs/fgsn/pretrain-seg-cpu.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    parser.add_argument("--output-root", default="outputs/pretrain-seg", help="experiments are written below it")
-    parser.add_argument("--restore", action="store_true", help="resume from checkpoints/last.pt")
+    add_experiment_arguments(parser, "configs/fgsn/pretrain-seg-cpu.yaml", "outputs/pretrain-seg", "train.iterations=100")
 
 
 def run(args) -> int:
-    from .utils.config import merge_config
-
-    conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides)
-    print(main(conf, Path(args.output_root) / conf.experiment, restore=args.restore))
-    return 0
+    return run_experiment(args, default_conf, main)

@@ -54,7 +54,7 @@ from .models import PSPNet
 from .models.pspnet import upsample
 from .segment import predict_scores, resolve_device
 from .sliding import image_to_tensor
-from .utils.config import save_config
+from .utils.config import add_experiment_arguments, run_experiment, save_config
 from .utils.checkpoint import save_checkpoint
 from .utils.io import atomic_path
 from .utils.logging import setup_logging
@@ -460,16 +460,8 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML configuration, e.g. configs/fgsn/cpu-k20.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.num_classes=100")
-    parser.add_argument("--output-root", default="outputs/train-fgsn", help="experiments are written below it")
-    parser.add_argument("--restore", action="store_true", help="resume from checkpoints/last.pt")
+    add_experiment_arguments(parser, "configs/fgsn/cpu.yaml", "outputs/train-fgsn", "model.num_classes=100")
 
 
 def run(args) -> int:
-    from .utils.config import merge_config
-
-    conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides)
-    out = main(conf, Path(args.output_root) / conf.experiment, restore=args.restore)
-    print(out)
-    return 0
+    return run_experiment(args, default_conf, main)

@@ -63,3 +63,20 @@ def save_config(conf: DictConfig | Mapping[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(conf if isinstance(conf, DictConfig) else OmegaConf.create(dict(conf)), path)
     return path
+
+
+def add_experiment_arguments(parser, example_config: str, output_root: str, example_override: str) -> None:
+    """The command line of a training experiment (``fgsn-loc train-fgsn``, ``pretrain-seg``): a YAML file,
+    ``key=value`` overrides, ``--output-root`` and ``--restore``; read back by :func:`run_experiment`."""
+    parser.add_argument("config", help=f"YAML configuration, e.g. {example_config}")
+    parser.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {example_override}")
+    parser.add_argument("--output-root", default=output_root, help="experiments are written below it")
+    parser.add_argument("--restore", action="store_true", help="resume from checkpoints/last.pt")
+
+
+def run_experiment(args, default_conf: Mapping[str, Any], main) -> int:
+    """Merge ``args`` (from :func:`add_experiment_arguments`) into ``default_conf`` and call
+    ``main(conf, output_root / conf.experiment, restore=...)``; prints the path it returns."""
+    conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides)
+    print(main(conf, Path(args.output_root) / conf.experiment, restore=args.restore))
+    return 0
