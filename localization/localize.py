@@ -12,15 +12,22 @@ Outputs in ``OUT``:
 A run killed at any point and restarted with ``--resume`` localizes only the queries missing from
 ``results.jsonl``; every query's random generator is seeded from (``seed``, query key), so the final
 submission does not depend on interruptions, on ``--workers`` or on the order of the queries.
+
+Parallel runs use Dask distributed (:func:`run_distributed`): ``--scheduler ADDRESS`` sends batches of queries to
+an existing cluster (``dask scheduler`` + ``dask worker``, or dask-jobqueue); without it, ``--workers N`` > 1
+starts a local cluster of N single-threaded worker processes. Only this process (the client) writes
+``results.jsonl``, as batches complete; a worker that dies loses only its running batch, which the scheduler
+runs again elsewhere, so every query is written once. Assumptions: the workers see the dataset and the cache
+folder at the same paths (a shared filesystem) and have this package installed.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -49,7 +56,9 @@ METHODS: dict[str, str] = {
 default_conf = {
     "method": "p3p",  # a key of METHODS
     "seed": 0,  # base seed; each query's generator is seeded from (seed, query key)
-    "workers": 1,  # processes localizing queries in parallel
+    "workers": 1,  # processes localizing queries in parallel (a local Dask cluster when > 1)
+    "scheduler": None,  # address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); overrides workers
+    "batch_size": 16,  # most queries per Dask task (fewer when there would be < 4 tasks per worker)
     "cache_dir": None,  # features/maps/matches cache folder; default OUT/cache
 }
 
@@ -77,16 +86,49 @@ def _run_one(localizer: Localizer, query, seed: int) -> QueryResult:
     return result
 
 
-_worker_state: dict = {}
+def _run_batch(localizer: Localizer, queries: Sequence, seed: int) -> list[tuple[str, QueryResult]]:
+    return [(q.key, _run_one(localizer, q, seed)) for q in queries]
 
 
-def _worker_init(localizer: Localizer, seed: int, threads: int) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    _worker_state.update(localizer=localizer, seed=seed)
+def run_distributed(localizer: Localizer, queries: Sequence, seed: int, workers: int = 2,
+                    scheduler: str | None = None, batch_size: int = 16) -> Iterator[tuple[str, QueryResult]]:
+    """Localize ``queries`` on a Dask cluster; yields (query key, result) in completion order.
+
+    The localizer is sent once to every worker (``Client.scatter(..., broadcast=True)``); each task localizes
+    ``batch_size`` queries, fewer when that would leave less than 4 tasks per worker (load balance, and a killed
+    run keeps more of its work). A task whose worker dies is run again by the scheduler (Dask's own retry), and its
+    results are yielded once, when it completes.
+
+    Args:
+        localizer: a prepared localizer (picklable; it reloads its caches lazily in each worker).
+        queries: the queries to localize.
+        seed: the run's base seed (each query's generator is seeded from it and the query key).
+        workers: size of the local cluster started when ``scheduler`` is None (single-threaded processes).
+        scheduler: address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
+        batch_size: largest number of queries per task.
+    """
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None if scheduler else LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                                                  dashboard_address=None, silence_logs=logging.ERROR)
+    client = Client(scheduler or cluster)
+    try:
+        n_workers = max(1, len(client.scheduler_info()["workers"]))
+        step = max(1, min(int(batch_size), -(-len(queries) // (4 * n_workers))))
+        logger.info("Dask cluster %s: %d workers, tasks of %d queries.", client.scheduler.address, n_workers, step)
+        loc = client.scatter(localizer, broadcast=True)
+        futures = [client.submit(_run_batch, loc, queries[i:i + step], seed, pure=False)
+                   for i in range(0, len(queries), step)]
+        for future in as_completed(futures):
+            yield from future.result()
+            future.release()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
-def _worker_run(query):
-    return query.key, _run_one(_worker_state["localizer"], query, _worker_state["seed"])
+_EXECUTION_KEYS = ("workers", "scheduler", "batch_size")  # how a run is executed, not what it computes
 
 
 def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
@@ -117,8 +159,9 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
         elif conf_path.exists():
             # keys added to the defaults since that run count with their default values
             old = OmegaConf.merge(OmegaConf.to_container(build_conf(conf.method)), OmegaConf.load(conf_path))
-            old.pop("workers", None)
-            new = OmegaConf.masked_copy(conf, [k for k in conf if k != "workers"])
+            for k in _EXECUTION_KEYS:
+                old.pop(k, None)
+            new = OmegaConf.masked_copy(conf, [k for k in conf if k not in _EXECUTION_KEYS])
             if OmegaConf.to_container(old) != OmegaConf.to_container(new):
                 raise ValueError(f"--resume with a configuration different from {conf_path}; use a new --out")
     save_config(conf, conf_path)
@@ -137,23 +180,14 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
             os.fsync(f.fileno())
 
         bar = tqdm(total=len(todo), desc=f"localize ({conf.method})", unit="query", disable=None)
-        if int(conf.workers) <= 1:
-            for q in todo:
-                write(q.key, _run_one(localizer, q, int(conf.seed)))
-                bar.update()
+        if conf.scheduler is None and int(conf.workers) <= 1:
+            results = ((q.key, _run_one(localizer, q, int(conf.seed))) for q in todo)
         else:
-            ctx = mp.get_context("spawn")
-            pool = ctx.Pool(int(conf.workers), initializer=_worker_init, initargs=(localizer, int(conf.seed), 1))
-            try:
-                for key, result in pool.imap_unordered(_worker_run, todo, chunksize=1):
-                    write(key, result)
-                    bar.update()
-                pool.close()  # let workers exit normally (terminate() makes pycolmap's glog print stack traces)
-            except BaseException:
-                pool.terminate()
-                raise
-            finally:
-                pool.join()
+            results = run_distributed(localizer, todo, int(conf.seed), int(conf.workers), conf.scheduler,
+                                      int(conf.batch_size))
+        for key, result in results:
+            write(key, result)
+            bar.update()
         bar.close()
     return finalize(dataset, results_path, out_dir)
 
@@ -182,6 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default=default_conf["method"], choices=sorted(METHODS))
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: config, 1)")
+    parser.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--overwrite", action="store_true", help="discard previous results in --out")
     parser.add_argument("--config", type=Path, help="YAML configuration")
@@ -193,6 +228,8 @@ def run(args: argparse.Namespace) -> None:
     extra = {}
     if args.workers is not None:
         extra["workers"] = args.workers
+    if args.scheduler:
+        extra["scheduler"] = args.scheduler
     if args.checkpoint is not None:
         extra["localizer"] = {"checkpoint": str(args.checkpoint)}
     conf = build_conf(args.method, args.config, args.overrides, extra)

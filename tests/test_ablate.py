@@ -9,7 +9,6 @@ import pytest
 from evaluation import ablate, figures
 from fgsn.segment import list_names
 from fgsn.utils.config import merge_config
-from reconstruction.camera import Camera
 from reconstruction.datasets import load_dataset
 
 COARSE = np.array([2, 0, 0, 1, 1, 1, 2, 1, 0, 2])  # sky, road, sidewalk, wall, window, door, veg, sign, marking, pole
@@ -77,11 +76,3 @@ def test_ablation_end_to_end(semantic_demo, tmp_path):
     assert sorted(p.parent.name for p in pngs) == ["dusk", "night"] and all(p.stat().st_size > 10000 for p in pngs)
     with pytest.raises(ValueError, match="has no labels"):
         figures.main(ds, out / "p3p")
-
-
-def test_projection_known_answer():
-    cam = Camera("PINHOLE", 100, 80, (50.0, 50.0, 50.0, 40.0))
-    pose = np.hstack([np.eye(3), np.zeros((3, 1))])
-    xy, ok = figures.project(np.array([[0, 0, 2.0], [0.2, -0.4, 1.0], [0, 0, -1.0], [10, 0, 1.0]]), pose, cam)
-    np.testing.assert_allclose(xy[:2], [[49.5, 39.5], [59.5, 19.5]])  # COLMAP's +0.5 removed
-    np.testing.assert_array_equal(ok, [True, True, False, False])

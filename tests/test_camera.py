@@ -98,3 +98,11 @@ def test_project_world_known_pose():
     uv, ok_c = cam.project(Xc)
     np.testing.assert_allclose(xy, uv, atol=1e-9)
     assert (ok == (ok_c & cam.in_image(uv))).all()
+
+
+def test_project_world_known_answer():
+    cam = Camera("PINHOLE", 100, 80, (50.0, 50.0, 50.0, 40.0))
+    pose = np.hstack([np.eye(3), np.zeros((3, 1))])
+    xy, ok = project_world(np.array([[0, 0, 2.0], [0.2, -0.4, 1.0], [0, 0, -1.0], [10, 0, 1.0]]), pose, cam)
+    np.testing.assert_allclose(xy[:2], [[49.5, 39.5], [59.5, 19.5]])  # COLMAP's +0.5 removed
+    np.testing.assert_array_equal(ok, [True, True, False, False])  # behind; outside the image
