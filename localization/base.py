@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from fgsn.utils.parallel import Engine
+
 from reconstruction.datasets import SeasonsDataset
 
 from reconstruction.records import ImageRecord
@@ -62,12 +64,13 @@ class Localizer:
         OmegaConf.set_struct(base, True)
         return OmegaConf.merge(base, conf or {})
 
-    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+    def prepare(self, queries: list[ImageRecord] | None = None, engine: Engine | None = None) -> None:
         """One-off work in the main process before any query (e.g. feature extraction to an HDF5 cache).
 
         Args:
             queries: the queries still to localize (a resumed run passes those without a result); None: all.
                 Methods whose one-off work is cached on disk per query may ignore it.
+            engine: where parallel steps run (:class:`fgsn.utils.parallel.Engine`); None: in this process.
         """
 
     def localize(self, query: ImageRecord, rng: np.random.Generator) -> QueryResult:

@@ -13,7 +13,7 @@ A run killed at any point and restarted with ``--resume`` localizes only the que
 ``results.jsonl``; every query's random generator is seeded from (``seed``, query key), so the final
 submission does not depend on interruptions, on ``--workers`` or on the order of the queries.
 
-Parallel runs use Dask distributed (:func:`run_distributed`): ``--scheduler ADDRESS`` sends batches of queries to
+Parallel runs use Dask distributed (:class:`fgsn.utils.parallel.Engine`, one per run, shared by the steps): ``--scheduler ADDRESS`` sends batches of queries to
 an existing cluster (``dask scheduler`` + ``dask worker``, or dask-jobqueue); without it, ``--workers N`` > 1
 starts a local cluster of N single-threaded worker processes. Only this process (the client) writes
 ``results.jsonl``, as batches complete; a worker that dies loses only its running batch, which the scheduler
@@ -23,11 +23,12 @@ folder at the same paths (a shared filesystem) and have this package installed.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -35,6 +36,7 @@ from tqdm import tqdm
 
 from fgsn.utils.config import merge_config, save_config
 from fgsn.utils.logging import setup_logging
+from fgsn.utils.parallel import Engine
 from fgsn.utils.registry import lookup
 from fgsn.utils.seeding import keyed_rng
 from reconstruction.datasets import SeasonsDataset, load_dataset, parse_slices
@@ -90,44 +92,6 @@ def _run_batch(localizer: Localizer, queries: Sequence, seed: int) -> list[tuple
     return [(q.key, _run_one(localizer, q, seed)) for q in queries]
 
 
-def run_distributed(localizer: Localizer, queries: Sequence, seed: int, workers: int = 2,
-                    scheduler: str | None = None, batch_size: int = 16) -> Iterator[tuple[str, QueryResult]]:
-    """Localize ``queries`` on a Dask cluster; yields (query key, result) in completion order.
-
-    The localizer is sent once to every worker (``Client.scatter(..., broadcast=True)``); each task localizes
-    ``batch_size`` queries, fewer when that would leave less than 4 tasks per worker (load balance, and a killed
-    run keeps more of its work). A task whose worker dies is run again by the scheduler (Dask's own retry), and its
-    results are yielded once, when it completes.
-
-    Args:
-        localizer: a prepared localizer (picklable; it reloads its caches lazily in each worker).
-        queries: the queries to localize.
-        seed: the run's base seed (each query's generator is seeded from it and the query key).
-        workers: size of the local cluster started when ``scheduler`` is None (single-threaded processes).
-        scheduler: address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
-        batch_size: largest number of queries per task.
-    """
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = None if scheduler else LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                                  dashboard_address=None, silence_logs=logging.ERROR)
-    client = Client(scheduler or cluster)
-    try:
-        n_workers = max(1, len(client.scheduler_info()["workers"]))
-        step = max(1, min(int(batch_size), -(-len(queries) // (4 * n_workers))))
-        logger.info("Dask cluster %s: %d workers, tasks of %d queries.", client.scheduler.address, n_workers, step)
-        loc = client.scatter(localizer, broadcast=True)
-        futures = [client.submit(_run_batch, loc, queries[i:i + step], seed, pure=False)
-                   for i in range(0, len(queries), step)]
-        for future in as_completed(futures):
-            yield from future.result()
-            future.release()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
 _EXECUTION_KEYS = ("workers", "scheduler", "batch_size")  # how a run is executed, not what it computes
 
 
@@ -170,26 +134,25 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
     localizer = get_localizer_class(conf.method)(conf.localizer, dataset, cache_dir)
     done = sub.read_results(results_path, repair=True)
     todo = [q for q in dataset.queries if q.name not in done]
-    localizer.prepare(todo)
-    logger.info("Localizing %d queries (%d already done) with %s, %d worker(s).", len(todo), len(done), conf.method,
-                conf.workers)
+    with Engine(int(conf.workers), conf.scheduler) as engine:
+        localizer.prepare(todo, engine)
+        _localize_all(localizer, todo, engine, conf, results_path)
+    return finalize(dataset, results_path, out_dir)
+
+
+def _localize_all(localizer: Localizer, todo: list, engine: Engine, conf, results_path: Path) -> None:
+    logger.info("Localizing %d queries with %s, %s.", len(todo), conf.method,
+                f"Dask ({conf.scheduler or f'{conf.workers} local workers'})" if engine.parallel else "1 process")
     with open(results_path, "a") as f:
-        def write(key, result):
+        bar = tqdm(total=len(todo), desc=f"localize ({conf.method})", unit="query", disable=None)
+        # one writer (this process), results appended and fsync'ed as they come
+        for key, result in engine.imap(functools.partial(_run_batch, seed=int(conf.seed)), todo, localizer,
+                                       int(conf.batch_size)):
             f.write(sub.result_to_json(result, key) + "\n")
             f.flush()
             os.fsync(f.fileno())
-
-        bar = tqdm(total=len(todo), desc=f"localize ({conf.method})", unit="query", disable=None)
-        if conf.scheduler is None and int(conf.workers) <= 1:
-            results = ((q.key, _run_one(localizer, q, int(conf.seed))) for q in todo)
-        else:
-            results = run_distributed(localizer, todo, int(conf.seed), int(conf.workers), conf.scheduler,
-                                      int(conf.batch_size))
-        for key, result in results:
-            write(key, result)
             bar.update()
         bar.close()
-    return finalize(dataset, results_path, out_dir)
 
 
 def finalize(dataset: SeasonsDataset, results_path: Path, out_dir: Path) -> Path:

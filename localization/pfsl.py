@@ -187,8 +187,8 @@ class PFSLLocalizer(SemanticLocalizer):
         return self.sequence_dir / (sequence.replace("/", "_") + ".json")
 
     # ------------------------------------------------------------------------------------------------- prepare
-    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
-        super().prepare(queries)
+    def prepare(self, queries: list[ImageRecord] | None = None, engine=None) -> None:
+        super().prepare(queries, engine)
         self.sequence_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.conf, self.sequence_dir / "config.yaml")
         seqs = group_sequences(self.dataset.queries)

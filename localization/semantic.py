@@ -43,10 +43,10 @@ class SemanticLocalizer(StructureLocalizer):
         self._reader: LabelReader | None = None
         self._gravity: dict[tuple[str, str], np.ndarray] = {}
 
-    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+    def prepare(self, queries: list[ImageRecord] | None = None, engine=None) -> None:
         """The structure-based steps, then the label step (database images and readable queries) and the
         labelled map step per map."""
-        super().prepare(queries)
+        super().prepare(queries, engine)
         ds, c = self.dataset, self.conf
         records = ds.database + [q for q in ds.queries if q.key not in self.bad_images]
         semantics.main(c.semantics, [(r.key, r.path) for r in records], self.labels_path)

@@ -49,12 +49,13 @@ class StructureLocalizer(Localizer):
             raise ValueError(f"ransac.estimator must be 'ours' or 'pycolmap', got {conf.ransac.estimator!r}")
 
     # ----------------------------------------------------------------------------------------------------- prepare
-    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+    def prepare(self, queries: list[ImageRecord] | None = None, engine=None) -> None:
         """Run the steps (each cached on disk, resumable per image / query): features of the database and of the
         queries (unreadable queries are recorded in ``bad_images``), map descriptors per map, 2D-3D matches."""
         ds, c = self.dataset, self.conf
-        feature_step.main(c.features, [(r.key, r.path) for r in ds.database], self.feature_path)
-        feature_step.main(c.features, [(q.key, q.path) for q in ds.queries], self.feature_path, skip_errors=True)
+        feature_step.main(c.features, [(r.key, r.path) for r in ds.database], self.feature_path, engine=engine)
+        feature_step.main(c.features, [(q.key, q.path) for q in ds.queries], self.feature_path, skip_errors=True,
+                          engine=engine)
         self.bad_images = feature_step.failed_images(self.feature_path, [q.key for q in ds.queries])
         for map_id, path in self.map_paths.items():
             sfm_map.main(c.map, ds, map_id, self.feature_path, path)

@@ -19,6 +19,7 @@ failed are not in the file, so every call tries them again (and drops them from 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -31,6 +32,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from fgsn.utils.io import ImageReadError, read_image
+from fgsn.utils.parallel import Engine
 
 from .camera import from_colmap_pixels
 
@@ -76,8 +78,28 @@ class SiftExtractor:
         }
 
 
+def _extract_batch(conf, batch: list[tuple[str, Path]]) -> list[tuple[str, dict | None, dict | str]]:
+    """(key, features, {"image_size": (w, h)}) per image of ``batch``, or (key, None, error message)."""
+    extractor = _extractor(json.dumps(conf, sort_keys=True))
+    out = []
+    for key, path in batch:
+        try:
+            image = read_image(path, grayscale=True)
+        except ImageReadError as e:
+            out.append((key, None, str(e)))
+            continue
+        out.append((key, extractor(image), {"image_size": (image.shape[1], image.shape[0])}))
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _extractor(conf_json: str) -> SiftExtractor:
+    """One extractor per process and configuration (batches reuse it)."""
+    return SiftExtractor(json.loads(conf_json))
+
+
 def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite: bool = False,
-         skip_errors: bool = False) -> Path:
+         skip_errors: bool = False, engine: Engine | None = None) -> Path:
     """Extract SIFT for every (key, path) pair into ``feature_path`` (the features step).
 
     Args:
@@ -87,6 +109,9 @@ def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite
         overwrite: re-extract images already present.
         skip_errors: log unreadable images and go on, recording them in the file's ``failed_images`` attribute
             (:func:`failed_images`), instead of raising.
+        engine: extract on its Dask workers in batches (:class:`fgsn.utils.parallel.Engine`); this process stays
+            the only writer, each image written as its batch completes (same groups as a serial run; the file's
+            group order may differ). None: in this process.
     Returns:
         ``feature_path``.
     Raises:
@@ -102,19 +127,17 @@ def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite
         return feature_path
     failed = failed_images(feature_path)
     before = dict(failed)
-    extractor = SiftExtractor(conf)
-    for key, path in tqdm(todo, desc="SIFT", unit="img", disable=None):
-        try:
-            image = read_image(path, grayscale=True)
-        except ImageReadError as e:
+    engine = engine or Engine()
+    results = engine.imap(_extract_batch, todo, OmegaConf.to_container(OmegaConf.create(conf)), batch_size=8)
+    for key, feats, attrs in tqdm(results, total=len(todo), desc="SIFT", unit="img", disable=None):
+        if feats is None:
             if not skip_errors:
-                raise
-            logger.error("%s", e)
-            failed[key] = str(e)
+                raise ImageReadError(attrs)
+            logger.error("%s", attrs)
+            failed[key] = attrs
             continue
         failed.pop(key, None)
-        feats = extractor(image)
-        write_group(feature_path, key, feats, {"image_size": (image.shape[1], image.shape[0])})
+        write_group(feature_path, key, feats, attrs)
     if failed != before:
         with h5py.File(feature_path, "a") as f:
             if failed:

@@ -193,6 +193,33 @@ class TestLabelStep:
             semantics.main(conf, [], tmp_path / "other.h5")
 
 
+def _h5_contents(path):
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: out.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None)
+        out["attrs"] = dict(f.attrs)
+    return out
+
+
+def test_parallel_features_equal_serial(tmp_path):
+    """Two Dask workers write the same feature groups (every dataset equal) and the same failed list as one process."""
+    from fgsn.utils.parallel import Engine
+
+    items = _write_images(tmp_path / "img", 5)
+    bad = tmp_path / "img" / "bad.jpg"
+    bad.write_bytes(items[0][1].read_bytes()[:300])
+    items.append(("sub/bad.jpg", bad))
+    serial = features.main(features.default_conf, items, tmp_path / "serial.h5", skip_errors=True)
+    with Engine(workers=2) as engine:
+        par = features.main(features.default_conf, items, tmp_path / "par.h5", skip_errors=True, engine=engine)
+    a, b = _h5_contents(serial), _h5_contents(par)
+    assert sorted(a) == sorted(b) and len(a) == 5 * 4 + 1
+    for k in a:
+        if k != "attrs":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert a["attrs"] == b["attrs"] and "sub/bad.jpg" in json.loads(a["attrs"]["failed_images"])
+
+
 def test_map_and_labelled_map_steps(semantic_demo, tmp_path):
     """The map descriptor step from a feature file, the labelled map step from the label and map files: each
     alone, resumed (file untouched) and overwritten (same contents)."""

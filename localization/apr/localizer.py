@@ -78,7 +78,7 @@ class APRLocalizer(Localizer):
         self.model  # noqa: B018 (loads the checkpoint and its map ids)
         return not self.map_ids or query.map_id in self.map_ids
 
-    def prepare(self, queries: list[ImageRecord] | None = None) -> None:
+    def prepare(self, queries: list[ImageRecord] | None = None, engine=None) -> None:
         """Predict ``queries`` (all when None; a resumed run passes those still to do) in one pass; for a
         sequential model (VLocNet) every query of their sequences, since the chain starts at a sequence's start."""
         self.model  # noqa: B018 (a missing or bad checkpoint fails here, loudly)
