@@ -116,8 +116,8 @@ def _parse_cameras(path: Path, lines: Iterator[tuple[int, list[str]]]) -> tuple[
     n_cams, lineno = _read_count(path, lines, "cameras", first[0])
     if n_cams is None:
         raise DatasetError(f"{path}:{lineno}: file ends before the number of cameras")
-    names, focal, poses = [], np.empty(n_cams), np.empty((n_cams, 3, 4))
-    for i, (lineno, t) in zip(range(n_cams), lines):
+    names, focal, poses = [], [], []  # lists: a corrupt count allocates nothing
+    for _, (lineno, t) in zip(range(n_cams), lines):
         if len(t) < 9:
             raise DatasetError(f"{path}:{lineno}: camera line needs 'name f qw qx qy qz cx cy cz ...'")
         try:
@@ -125,11 +125,11 @@ def _parse_cameras(path: Path, lines: Iterator[tuple[int, list[str]]]) -> tuple[
         except ValueError:
             raise DatasetError(f"{path}:{lineno}: non-numeric camera values") from None
         names.append(t[0])
-        focal[i] = vals[0]
-        poses[i] = pose_from_qvec_center(vals[1:5], vals[5:8])
+        focal.append(vals[0])
+        poses.append(pose_from_qvec_center(vals[1:5], vals[5:8]))
     if len(names) != n_cams:
         raise DatasetError(f"{path}:{lineno}: file ends after {len(names)} cameras, header announces {n_cams}")
-    return NVMCameras(names, focal, poses), lineno
+    return NVMCameras(names, np.array(focal, dtype=np.float64), np.array(poses).reshape(-1, 3, 4)), lineno
 
 
 def _bad_token_line(path: Path, chunk: list[tuple[int, list[str]]]) -> DatasetError:
@@ -188,7 +188,7 @@ def _parse_point_chunk(path: Path, chunk: list[tuple[int, list[str]]], n_cams: i
                                f"{meas[sel, 0][bad_img[sel]][0]:g}")
         raise DatasetError(f"{path}:{lineno}: malformed point line (feature index "
                            f"{meas[sel, 1][bad_feat[sel]][0]:g})")
-    return (head[:, :3], rgb.astype(np.uint8), lengths, img.astype(np.int32), feat.astype(np.int32),
+    return (head[:, :3].copy(), rgb.astype(np.uint8), lengths, img.astype(np.int32), feat.astype(np.int32),
             meas[:, 2:].copy())
 
 
@@ -290,19 +290,15 @@ def read_nvm(path: str | Path, camera_of: Callable[[str], tuple[str, Camera]]):
             cam_ids[camera] = cid
         images.append((img_name, cam_ids[camera], camera.width, camera.height))
     n_cams = len(images)
-    half_size = np.array([(w, h) for *_, w, h in images], dtype=np.float64).reshape(-1, 2) / 2
-    keypoints = model.xy + half_size[model.image_idx]  # COLMAP convention (centre at +0.5)
-    # point2D index of each observation = its rank among the observations of its image, in file order
+    # an image's keypoints are its observations in file order: point2D index = rank within the image
     order = np.argsort(model.image_idx, kind="stable")
     per_image = np.bincount(model.image_idx, minlength=n_cams)
     first = np.cumsum(per_image) - per_image
-    keypoints = keypoints[order]
-    for i, (img_name, cid, _, _) in enumerate(images):
-        image = pycolmap.Image(name=img_name, keypoints=keypoints[first[i]:first[i] + per_image[i]],
-                               camera_id=cid, image_id=i + 1)
+    for i, (img_name, cid, w, h) in enumerate(images):
+        keypoints = model.xy[order[first[i]:first[i] + per_image[i]]] + np.array([w / 2, h / 2])  # COLMAP pixels
+        image = pycolmap.Image(name=img_name, keypoints=keypoints, camera_id=cid, image_id=i + 1)
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(cams.cam_from_world[i]))
-    del keypoints
-    point2D_idx = np.empty(len(order), dtype=np.int64)
+    point2D_idx = np.empty(len(order), dtype=np.int32)
     point2D_idx[order] = np.arange(len(order)) - np.repeat(first, per_image)
     del order
     image_id = model.image_idx

@@ -105,6 +105,9 @@ class TestErrors:
         path.write_text("NVM_V3\n3\n" + CAM_LINES[0] + "\n")
         with pytest.raises(DatasetError, match=r"all.nvm:3: file ends after 1 cameras, header announces 3"):
             nvm.read_nvm_poses(path)
+        path.write_text("NVM_V3\n100000000000000\n" + CAM_LINES[0] + "\n")  # a corrupt count allocates nothing
+        with pytest.raises(DatasetError, match=r"all.nvm:3: file ends after 1 cameras, header announces 10+"):
+            nvm.read_nvm_poses(path)
 
     @pytest.mark.parametrize("text, match", [("", "not an NVM_V3 file"), ("NVM_V2\n", "not an NVM_V3 file"),
                                              ("NVM_V3\n", r"all.nvm:1: file ends before the number of cameras"),
