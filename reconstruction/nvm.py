@@ -18,7 +18,8 @@ points block is parsed in chunks of lines into NumPy arrays (:class:`NVMModel`),
 objects. Blank lines are skipped everywhere.
 
 VisualSfM can write several models into one file (each a camera block and a points block, then a line ``0``).
-Only the first model is read; the rest of the file is not even opened past it.
+Only the first model is read, as before streaming (reading the others is a separate issue); the file is not
+read past the first model's points block.
 """
 from __future__ import annotations
 
@@ -195,8 +196,10 @@ def _parse_point_chunk(path: Path, chunk: list[tuple[int, list[str]]], n_cams: i
 def read_nvm_arrays(path: str | Path) -> NVMModel:
     """Read the first model of an NVM_V3 file into arrays, streaming the file in chunks of lines.
 
-    Memory: the returned arrays (about 40 bytes per observation and 40 per point) plus one chunk of Python
-    tokens; the observation arrays exist twice for a moment while the chunks are joined.
+    Memory: the returned arrays (24 bytes per observation, 35 per point) plus one chunk of ``_CHUNK_LINES``
+    lines as Python tokens; while the chunks are joined, one field's array exists twice. Compared with the
+    reader before streaming, a negative track length and a colour outside 0-255 are errors (they were read
+    as an empty track / crashed with OverflowError).
 
     Args:
         path: the ``.nvm`` file.
