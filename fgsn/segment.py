@@ -100,9 +100,36 @@ def list_images(images: str | Path | Sequence[str | Path]) -> tuple[list[Path], 
     return paths, names
 
 
+def _segment(model: PSPNet, path: str | Path, conf, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image -> (H, W) labels, (H, W) float32 confidence at the image's resolution, and the RGB image."""
+    img = read_image(path)
+    H, W = img.shape[:2]
+    net_img, s = resize_short_side(img, conf.resize_short)
+    scores = predict_scores(model, net_img, conf.patch, conf.step, conf.batch_size)
+    prob, lab = torch.softmax(scores, 0).max(0)
+    lab = lab.cpu().numpy().astype(dtype)
+    prob = prob.cpu().numpy().astype(np.float32)
+    if lab.shape != (H, W):
+        lab = cv2.resize(lab.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST).astype(dtype)
+        prob = cv2.resize(prob, (W, H), interpolation=cv2.INTER_NEAREST)
+    return lab, prob, img
+
+
+@torch.no_grad()
+def _segment_batch(shared, batch: list[tuple[str, str]]) -> list[tuple[str, np.ndarray, np.ndarray, tuple]]:
+    """Worker side of :func:`segment_images` on an engine: (name, labels, confidence, image size) per image."""
+    model, conf, dtype = shared
+    model = model.to(resolve_device(conf.device)).eval()
+    out = []
+    for path, name in batch:
+        lab, prob, img = _segment(model, path, conf, dtype)
+        out.append((name, lab, prob, (img.shape[1], img.shape[0])))
+    return out
+
+
 def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: str | Path,
                    names: Sequence[str] | None = None, conf=None, overwrite: bool = False,
-                   overlay_dir: str | Path | None = None) -> Path:
+                   overlay_dir: str | Path | None = None, engine=None) -> Path:
     """Segment images into an HDF5 label file (schema in the module docstring); resumable.
 
     Args:
@@ -112,7 +139,11 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
         names: HDF5 names of the images (default: file names).
         conf: overrides of ``default_conf``.
         overwrite: recompute images already in the file.
-        overlay_dir: write colourised overlay PNGs there (``<name>.png``).
+        overlay_dir: write colourised overlay PNGs there (``<name>.png``; not with a parallel ``engine``).
+        engine: segment on its Dask workers (:class:`fgsn.utils.parallel.Engine`; the model is sent once to each
+            worker, which runs torch with one thread); this process alone writes each image as its batch
+            completes. None: in this process. Label maps computed with other thread counts can differ at pixels
+            whose two best scores tie to float precision.
     Returns:
         ``out_path``.
     """
@@ -133,17 +164,14 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
     todo = [(p, n) for p, n in zip(image_paths, names) if n not in done]
     logger.info("Segmenting %d images (%d already in %s)", len(todo), len(names) - len(todo), out_path)
     palette = _palette(K)
-    for path, name in tqdm(todo, desc="segment", disable=not todo):
-        img = read_image(path)
-        H, W = img.shape[:2]
-        net_img, s = resize_short_side(img, conf.resize_short)
-        scores = predict_scores(model, net_img, conf.patch, conf.step, conf.batch_size)
-        prob, lab = torch.softmax(scores, 0).max(0)
-        lab = lab.cpu().numpy().astype(dtype)
-        prob = prob.cpu().numpy().astype(np.float32)
-        if lab.shape != (H, W):
-            lab = cv2.resize(lab.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST).astype(dtype)
-            prob = cv2.resize(prob, (W, H), interpolation=cv2.INTER_NEAREST)
+    if engine is not None and engine.parallel:
+        if overlay_dir is not None:
+            raise ValueError("overlay_dir is written by serial segmentation only")
+        results = engine.imap(_segment_batch, [(str(p), n) for p, n in todo], (model.cpu(), conf, dtype), batch_size=4)
+    else:
+        results = ((n, *_segment(model, p, conf, dtype)) for p, n in todo)
+    for name, lab, prob, img in tqdm(results, total=len(todo), desc="segment", disable=not todo):
+        H, W = lab.shape
         with h5py.File(out_path, "a") as f:
             f.attrs["num_classes"] = K
             f.attrs["patch"] = conf.patch

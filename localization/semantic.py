@@ -49,7 +49,7 @@ class SemanticLocalizer(StructureLocalizer):
         super().prepare(queries, engine)
         ds, c = self.dataset, self.conf
         records = ds.database + [q for q in ds.queries if q.key not in self.bad_images]
-        semantics.main(c.semantics, [(r.key, r.path) for r in records], self.labels_path)
+        semantics.main(c.semantics, [(r.key, r.path) for r in records], self.labels_path, engine=engine)
         for map_id, path in self.labelled_map_paths.items():
             label_map.main(c.label_map, ds, map_id, self.labels_path, self.map_paths[map_id], path)
 

@@ -83,7 +83,7 @@ def _names_in(path: Path) -> set[str]:
     return set(list_names(path)) if path.exists() else set()
 
 
-def main(conf, images: Iterable[tuple[str, Path]], output: Path, overwrite: bool = False) -> Path:
+def main(conf, images: Iterable[tuple[str, Path]], output: Path, overwrite: bool = False, engine=None) -> Path:
     """The label step: make sure the label file ``output`` holds every image (named by its key).
 
     ``source=checkpoint`` segments the images missing from ``output`` (resumable per image; all of them with
@@ -95,6 +95,8 @@ def main(conf, images: Iterable[tuple[str, Path]], output: Path, overwrite: bool
         output: the label file: :func:`labels_path` of ``conf`` (for ``source=labels`` that is ``conf.labels``).
         overwrite: segment images already in ``output`` again (``source=checkpoint``; nothing is written for
             ``source=labels``).
+        engine: segment on its Dask workers (:class:`fgsn.utils.parallel.Engine`, see
+            :func:`fgsn.segment.segment_images`); None: in this process.
     Returns:
         ``output``.
     Raises:
@@ -128,7 +130,7 @@ def main(conf, images: Iterable[tuple[str, Path]], output: Path, overwrite: bool
         logger.info("Segmenting %d images with %s into %s.", len(todo), ckpt, output)
         model = PSPNet.from_checkpoint(ckpt)
         segment_images(model, [p for _, p in todo], output, names=[k for k, _ in todo], conf=dict(conf.segment),
-                       overwrite=overwrite)
+                       overwrite=overwrite, engine=engine)
         with h5py.File(output, "a") as f:
             f.attrs["checkpoint"] = str(ckpt)
     return output
