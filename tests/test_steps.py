@@ -33,6 +33,17 @@ def _write_images(folder, n, size=(96, 128)):
     return items
 
 
+def _tiny_checkpoint_conf(tmp_path):
+    """A label-step configuration segmenting with a random ResNet-18 PSPNet (K = 5) saved as a checkpoint."""
+    torch.manual_seed(0)
+    net = PSPNet({"depth": 18, "num_classes": 5})
+    ckpt = tmp_path / "exp" / "checkpoints" / "best.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": net.state_dict(), "config": {"model": OmegaConf.to_container(net.conf)}}, ckpt)
+    return merge_config(semantics.default_conf, overrides=[
+        f"checkpoint={ckpt}", "segment.resize_short=48", "segment.patch=48", "segment.step=32", "segment.device=cpu"])
+
+
 @pytest.fixture
 def count_calls(monkeypatch):
     """count_calls(module, name) wraps a function or method and returns the list its calls append to."""
@@ -158,12 +169,7 @@ class TestLabelStep:
     def test_checkpoint_source_resume_overwrite(self, tmp_path, count_calls):
         from fgsn import segment
 
-        net = PSPNet({"depth": 18, "num_classes": 5})
-        ckpt = tmp_path / "exp" / "checkpoints" / "best.pt"
-        ckpt.parent.mkdir(parents=True)
-        torch.save({"model": net.state_dict(), "config": {"model": OmegaConf.to_container(net.conf)}}, ckpt)
-        conf = merge_config(semantics.default_conf, overrides=[
-            f"checkpoint={ckpt}", "segment.resize_short=48", "segment.patch=48", "segment.step=32", "segment.device=cpu"])
+        conf = _tiny_checkpoint_conf(tmp_path)
         items = _write_images(tmp_path / "img", 2, size=(48, 64))
         out = semantics.labels_path(conf, tmp_path / "cache")
         assert out.name == "labels-exp-best-s48.h5"
@@ -182,13 +188,7 @@ class TestLabelStep:
         """Two Dask workers (one torch thread each) write the same label maps as this process."""
         from fgsn.utils.parallel import Engine
 
-        torch.manual_seed(0)
-        net = PSPNet({"depth": 18, "num_classes": 5})
-        ckpt = tmp_path / "exp" / "checkpoints" / "best.pt"
-        ckpt.parent.mkdir(parents=True)
-        torch.save({"model": net.state_dict(), "config": {"model": OmegaConf.to_container(net.conf)}}, ckpt)
-        conf = merge_config(semantics.default_conf, overrides=[
-            f"checkpoint={ckpt}", "segment.resize_short=48", "segment.patch=48", "segment.step=32", "segment.device=cpu"])
+        conf = _tiny_checkpoint_conf(tmp_path)
         items = _write_images(tmp_path / "img", 4, size=(48, 64))
         serial = semantics.main(conf, items, tmp_path / "serial.h5")
         with Engine(workers=2) as engine:
