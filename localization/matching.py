@@ -158,9 +158,10 @@ def _build_index(x: np.ndarray, conf: Mapping):
     nlist = ivf_num_cells(len(x), conf)
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
     index.cp.seed = int(conf["seed"])
+    index.cp.niter = 10  # k-means iterations (faiss: 25); training dominates the build of a large map
     rng = np.random.default_rng(int(conf["seed"]))
-    sample = np.sort(rng.choice(len(x), min(len(x), 64 * nlist), replace=False))
-    index.cp.max_points_per_centroid = 64  # our sample is the training set: faiss does not subsample again
+    sample = np.sort(rng.choice(len(x), min(len(x), 40 * nlist), replace=False))
+    index.cp.max_points_per_centroid = 40  # our sample is the training set: faiss does not subsample again
     index.train(x[sample])
     index.add(x)
     return index
