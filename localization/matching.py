@@ -9,7 +9,7 @@ gave the better recall at (0.25 m, 2°) (night 88.9 vs 83.3 %) with 4x fewer des
 The matching step (:func:`main`) matches every query of a feature file to the descriptor file of its map and
 writes ``matches-<features>-<point_descriptor>-r<ratio>[-<index>].h5`` (:func:`matches_filename`; ``<features>`` is
 the feature file's stem without ``feats-``, e.g. ``matches-sift-n8192-pt0.0067-mean-r0.9.h5``; ``<index>`` names an
-approximate index and its settings, e.g. ``ivf1024-p8``, and is absent for the exact one), one group per query
+approximate index and its settings, e.g. ``ivf4096-p8``, and is absent for the exact one), one group per query
 key (``/`` creating nested groups), resumable like the features step:
 
     query_idx   (K,) int32    keypoint index in the query's feature group
@@ -24,10 +24,18 @@ its cost grows linearly with the map (about 0.45 / 4.6 / 15 s per 8,192-feature 
 descriptors on one core). ``ivf`` (faiss ``IndexIVFFlat``: k-means cells, a query scans the ``ivf_nprobe`` nearest
 cells) and ``hnsw`` (faiss ``IndexHNSWFlat``, a navigable small-world graph; Malkov & Yashunin, TPAMI 2018) are
 approximate; ``benchmarks/bench_matching.py`` measures their time and the fraction of the exact matcher's
-ground-truth inliers they keep. Switch to one above about 10^5 map descriptors. Both keep the ratio test's meaning:
+ground-truth inliers they keep (retention), on the seasons-mini map grown with distractors. There, on one core,
+``ivf`` (4096 cells, nprobe 8) kept >= 98.4 % at 10^4 to 10^6 points and took 1/32 of flat's time at 10^5, 1/63
+at 10^6 (one exact query); ``hnsw`` (M 32, efSearch 48) kept 100 % at 10^5 but 96 % at 10^6, at 1/15 and 1/90.
+Neither reached 0.3 s per 8,192 features at 10^6 on the (shared) development machine: about 1.4 s (ivf) and
+1.0 s (hnsw) there, where flat took 92 s instead of the 50 s measured unloaded.
+``flat`` stays the default, so results on maps the size of seasons-mini's (8-9 x 10^3 points, well under a second
+per query) are unchanged; switch to ``ivf`` above about 10^5 map descriptors. Both keep the ratio test's meaning:
 they return ``num_neighbors`` approximate neighbours and the second distance is that of the nearest one of another
 point. An approximate index is built once per map and cached beside the map descriptor file
-(:func:`index_filename`, rebuilt when older than that file); IVF is trained with the fixed ``seed``. With faiss-gpu
+(:func:`index_filename`, rebuilt when older than that file); IVF is trained with the fixed ``seed`` (its
+build repeats exactly); an HNSW graph built on several threads can differ between builds, so runs repeat
+through the cached file. With faiss-gpu
 and a CUDA device an IVF index is searched on GPU 0 (untested: no GPU on the development machines); HNSW and flat
 always run on the CPU.
 """
@@ -52,11 +60,11 @@ default_conf = {
     "point_descriptor": "mean",  # mean: one mean descriptor per 3D point; all: every observation's descriptor
     "num_neighbors": 10,  # neighbours searched to find the nearest descriptor of a different point
     "index": "flat",  # search index: flat (exact, the reference) | ivf | hnsw (approximate; module docstring)
-    "ivf_nlist": 1024,  # ivf: number of k-means cells (capped at descriptors / 39)
+    "ivf_nlist": 4096,  # ivf: number of k-means cells (capped at descriptors / 39)
     "ivf_nprobe": 8,  # ivf: cells scanned per query descriptor
     "hnsw_m": 32,  # hnsw: graph links per descriptor (M)
     "hnsw_ef_construction": 40,  # hnsw: candidate list length while building the graph
-    "hnsw_ef_search": 64,  # hnsw: candidate list length while searching (at least num_neighbors)
+    "hnsw_ef_search": 48,  # hnsw: candidate list length while searching (at least num_neighbors)
     "seed": 0,  # ivf: seed of the k-means training sample and initial centroids
 }
 
@@ -208,7 +216,7 @@ def index_tag(conf: Mapping, num_descriptors: int | None = None) -> str:
 def index_filename(map_path: str | Path, conf: Mapping, num_descriptors: int) -> Path:
     """Cache file of a map's approximate index, beside the map descriptor file:
     ``<map stem>-<point_descriptor>-<build settings>.faiss`` (:func:`index_tag`), e.g.
-    ``map-slice1-sift-n8192-pt0.0067-mean-ivf1024-s0.faiss``.
+    ``map-slice1-sift-n8192-pt0.0067-mean-ivf4096-s0.faiss``.
 
     Args:
         map_path: the map descriptor file (:mod:`reconstruction.sfm_map`).

@@ -92,9 +92,9 @@ class TestApproximateIndex:
         name = matches_filename("feats-sift-test.h5", default_conf)
         assert name == "matches-sift-test-mean-r0.9.h5"
         assert matches_filename("feats-sift-test.h5", {**default_conf, "index": "hnsw"}) == \
-            "matches-sift-test-mean-r0.9-hnsw32-efc40-ef64.h5"
+            "matches-sift-test-mean-r0.9-hnsw32-efc40-ef48.h5"
         assert matches_filename("feats-sift-test.h5", {**default_conf, "index": "ivf"}) == \
-            "matches-sift-test-mean-r0.9-ivf1024-p8.h5"
+            "matches-sift-test-mean-r0.9-ivf4096-p8.h5"
         with pytest.raises(ValueError, match="index must be one of"):
             matches_filename("feats-sift-test.h5", {**default_conf, "index": "lsh"})
         with pytest.raises(ValueError, match="index must be one of"):
