@@ -7,8 +7,9 @@ papers are silent). Threshold 0.9 on distances as in Toft et al. (ECCV 2018). On
 gave the better recall at (0.25 m, 2°) (night 88.9 vs 83.3 %) with 4x fewer descriptors to search.
 
 The matching step (:func:`main`) matches every query of a feature file to the descriptor file of its map and
-writes ``matches-<features>-<point_descriptor>-r<ratio>.h5`` (:func:`matches_filename`; ``<features>`` is the
-feature file's stem without ``feats-``, e.g. ``matches-sift-n8192-pt0.0067-mean-r0.9.h5``), one group per query
+writes ``matches-<features>-<point_descriptor>-r<ratio>[-<index>].h5`` (:func:`matches_filename`; ``<features>`` is
+the feature file's stem without ``feats-``, e.g. ``matches-sift-n8192-pt0.0067-mean-r0.9.h5``; ``<index>`` names an
+approximate index and its settings, e.g. ``ivf4096-p8``, and is absent for the exact one), one group per query
 key (``/`` creating nested groups), resumable like the features step:
 
     query_idx   (K,) int32    keypoint index in the query's feature group
@@ -17,6 +18,26 @@ key (``/`` creating nested groups), resumable like the features step:
     attrs: map_id
 
 Read one query's matches with :func:`read_matches`.
+
+Search index (``index``): ``flat`` is exact brute force (faiss ``IndexFlatL2``), the reference and the default;
+its cost grows linearly with the map (about 0.45 / 4.6 / 15 s per 8,192-feature query at 10^4 / 10^5 / 3x10^5
+descriptors on one core). ``ivf`` (faiss ``IndexIVFFlat``: k-means cells, a query scans the ``ivf_nprobe`` nearest
+cells) and ``hnsw`` (faiss ``IndexHNSWFlat``, a navigable small-world graph; Malkov & Yashunin, TPAMI 2018) are
+approximate; ``benchmarks/bench_matching.py`` measures their time and the fraction of the exact matcher's
+ground-truth inliers they keep (retention), on the seasons-mini map grown with distractors. There, on one core,
+``ivf`` (4096 cells, nprobe 8) kept >= 98.4 % at 10^4 to 10^6 points and took 1/32 of flat's time at 10^5, 1/63
+at 10^6 (one exact query); ``hnsw`` (M 32, efSearch 48) kept 100 % at 10^5 but 96 % at 10^6, at 1/15 and 1/90.
+Neither reached 0.3 s per 8,192 features at 10^6 on the (shared) development machine: about 1.4 s (ivf) and
+1.0 s (hnsw) there, where flat took 92 s instead of the 50 s measured unloaded.
+``flat`` stays the default, so results on maps the size of seasons-mini's (8-9 x 10^3 points, well under a second
+per query) are unchanged; switch to ``ivf`` above about 10^5 map descriptors. Both keep the ratio test's meaning:
+they return ``num_neighbors`` approximate neighbours and the second distance is that of the nearest one of another
+point. An approximate index is built once per map and cached beside the map descriptor file
+(:func:`index_filename`, rebuilt when older than that file); IVF is trained with the fixed ``seed`` (its
+build repeats exactly); an HNSW graph built on several threads can differ between builds, so runs repeat
+through the cached file. With faiss-gpu
+and a CUDA device an IVF index is searched on GPU 0 (untested: no GPU on the development machines); HNSW and flat
+always run on the CPU.
 """
 from __future__ import annotations
 
@@ -28,6 +49,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from fgsn.utils.io import atomic_path
 from reconstruction import features as feature_step
 from reconstruction.sfm_map import MapDescriptors
 
@@ -37,19 +59,36 @@ default_conf = {
     "ratio_threshold": 0.9,  # Lowe ratio on L2 descriptor distances (the paper: 0.9)
     "point_descriptor": "mean",  # mean: one mean descriptor per 3D point; all: every observation's descriptor
     "num_neighbors": 10,  # neighbours searched to find the nearest descriptor of a different point
+    "index": "flat",  # search index: flat (exact, the reference) | ivf | hnsw (approximate; module docstring)
+    "ivf_nlist": 4096,  # ivf: number of k-means cells (capped at descriptors / 39)
+    "ivf_nprobe": 8,  # ivf: cells scanned per query descriptor
+    "hnsw_m": 32,  # hnsw: graph links per descriptor (M)
+    "hnsw_ef_construction": 40,  # hnsw: candidate list length while building the graph
+    "hnsw_ef_search": 48,  # hnsw: candidate list length while searching (at least num_neighbors)
+    "seed": 0,  # ivf: seed of the k-means training sample and initial centroids
 }
+
+INDEX_TYPES = ("flat", "ivf", "hnsw")
 
 
 class DescriptorIndex:
-    """Exact L2 nearest-neighbour search over a map's descriptors (faiss ``IndexFlatL2``, multi-threaded).
+    """L2 nearest-neighbour search over a map's descriptors: exact (faiss ``IndexFlatL2``, multi-threaded) or
+    approximate (IVF-Flat, HNSW; module docstring), for the ratio test of :meth:`match`.
 
     Args:
         descriptors: (D, 128) uint8 or float descriptors.
         owner: (D,) int index of the 3D point each descriptor belongs to.
         point_descriptor: ``"all"`` indexes every descriptor; ``"mean"`` one mean descriptor per point.
+        conf: the index keys of :data:`default_conf` (``index``, ``ivf_*``, ``hnsw_*``, ``seed``); None: exact.
+        cache_path: file of the approximate index (:func:`index_filename`): read if present and not older than
+            ``source_path``, else built and written there atomically. None: built in memory. Unused by ``flat``.
+        source_path: the map descriptor file the index is built from (for the staleness check).
+    Raises:
+        ValueError: shapes disagree, or an unknown ``point_descriptor`` / ``index``.
     """
 
-    def __init__(self, descriptors: np.ndarray, owner: np.ndarray, point_descriptor: str = "mean"):
+    def __init__(self, descriptors: np.ndarray, owner: np.ndarray, point_descriptor: str = "mean",
+                 conf: Mapping | None = None, cache_path: Path | None = None, source_path: Path | None = None):
         import faiss
 
         if descriptors.ndim != 2 or len(descriptors) != len(owner):
@@ -59,9 +98,34 @@ class DescriptorIndex:
             descriptors, owner = mean_point_descriptors(descriptors, owner)
         elif point_descriptor != "all":
             raise ValueError(f"point_descriptor must be 'mean' or 'all', got {point_descriptor!r}")
+        conf = {**default_conf, **(conf or {})}
+        self.kind = conf["index"]
+        if self.kind not in INDEX_TYPES:
+            raise ValueError(f"index must be one of {INDEX_TYPES}, got {self.kind!r}")
         self.owner = owner
-        self.index = faiss.IndexFlatL2(descriptors.shape[1])
-        self.index.add(np.ascontiguousarray(descriptors, dtype=np.float32))
+        x = np.ascontiguousarray(descriptors, dtype=np.float32)
+        self.built = False  # whether this instance built its index (False: read from cache_path)
+        if self.kind == "flat":
+            self.index = faiss.IndexFlatL2(x.shape[1])
+            self.index.add(x)
+            self.built = True
+            return
+        cache_path = None if cache_path is None else Path(cache_path)
+        fresh = cache_path is not None and cache_path.exists() and (
+            source_path is None or cache_path.stat().st_mtime >= Path(source_path).stat().st_mtime)
+        if fresh:
+            self.index = faiss.read_index(str(cache_path))
+        if not fresh or self.index.ntotal != len(x) or self.index.d != x.shape[1]:
+            self.index = _build_index(x, conf)
+            self.built = True
+            if cache_path is not None:
+                with atomic_path(cache_path) as tmp:
+                    faiss.write_index(self.index, str(tmp))
+        if self.kind == "ivf":
+            self.index.nprobe = int(conf["ivf_nprobe"])
+            self.index = _to_gpu(self.index, self)
+        else:
+            self.index.hnsw.efSearch = max(int(conf["hnsw_ef_search"]), int(conf["num_neighbors"]))
 
     def match(self, query_descriptors: np.ndarray, ratio_threshold: float = 0.9, num_neighbors: int = 10) -> dict[str, np.ndarray]:
         """Match query descriptors to 3D points.
@@ -89,6 +153,80 @@ class DescriptorIndex:
         return {"query_idx": q.astype(np.int32), "point_idx": best[q].astype(np.int32), "distance": d[q, 0].astype(np.float32)}
 
 
+def _build_index(x: np.ndarray, conf: Mapping):
+    """Build the approximate faiss index of (D, C) float32 descriptors ``x`` (``conf['index']``: ivf | hnsw)."""
+    import faiss
+
+    d = x.shape[1]
+    if conf["index"] == "hnsw":
+        index = faiss.IndexHNSWFlat(d, int(conf["hnsw_m"]))
+        index.hnsw.efConstruction = int(conf["hnsw_ef_construction"])
+        index.add(x)
+        return index
+    nlist = ivf_num_cells(len(x), conf)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    index.cp.seed = int(conf["seed"])
+    index.cp.niter = 10  # k-means iterations (faiss: 25); training dominates the build of a large map
+    rng = np.random.default_rng(int(conf["seed"]))
+    sample = np.sort(rng.choice(len(x), min(len(x), 40 * nlist), replace=False))
+    index.cp.max_points_per_centroid = 40  # our sample is the training set: faiss does not subsample again
+    index.train(x[sample])
+    index.add(x)
+    return index
+
+
+def _to_gpu(index, owner_obj):
+    """``index`` on GPU 0 when faiss-gpu and a CUDA device are present (resources kept on ``owner_obj``), else
+    ``index`` itself. Untested: no GPU on the development machines."""
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        return index
+    owner_obj.gpu_resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(owner_obj.gpu_resources, 0, index)
+
+
+def ivf_num_cells(num_descriptors: int, conf: Mapping) -> int:
+    """Number of IVF cells used for a map: ``ivf_nlist`` capped at ``num_descriptors // 39`` (faiss wants at
+    least 39 training points per cell), at least 1."""
+    return max(1, min(int(conf["ivf_nlist"]), num_descriptors // 39))
+
+
+def index_tag(conf: Mapping, num_descriptors: int | None = None) -> str:
+    """Settings of the index in artifact names: ``""`` for flat, ``ivf<nlist>-p<nprobe>`` or
+    ``hnsw<M>-efc<ef_construction>-ef<ef_search>``; with ``num_descriptors`` only the build settings (the
+    effective ``nlist`` and the seed: ``ivf<nlist>-s<seed>``, ``hnsw<M>-efc<ef_construction>``).
+
+    Raises:
+        ValueError: unknown ``conf['index']``.
+    """
+    kind = conf.get("index", "flat")
+    if kind == "flat":
+        return ""
+    if kind == "ivf":
+        if num_descriptors is not None:
+            return f"ivf{ivf_num_cells(num_descriptors, conf)}-s{int(conf['seed'])}"
+        return f"ivf{int(conf['ivf_nlist'])}-p{int(conf['ivf_nprobe'])}"
+    if kind == "hnsw":
+        build = f"hnsw{int(conf['hnsw_m'])}-efc{int(conf['hnsw_ef_construction'])}"
+        return build if num_descriptors is not None else f"{build}-ef{int(conf['hnsw_ef_search'])}"
+    raise ValueError(f"index must be one of {INDEX_TYPES}, got {kind!r}")
+
+
+def index_filename(map_path: str | Path, conf: Mapping, num_descriptors: int) -> Path:
+    """Cache file of a map's approximate index, beside the map descriptor file:
+    ``<map stem>-<point_descriptor>-<build settings>.faiss`` (:func:`index_tag`), e.g.
+    ``map-slice1-sift-n8192-pt0.0067-mean-ivf4096-s0.faiss``.
+
+    Args:
+        map_path: the map descriptor file (:mod:`reconstruction.sfm_map`).
+        conf: see :data:`default_conf`.
+        num_descriptors: descriptors indexed (points for ``mean``), which caps the IVF cells.
+    """
+    map_path = Path(map_path)
+    return map_path.with_name(f"{map_path.stem}-{conf['point_descriptor']}-{index_tag(conf, num_descriptors)}.faiss")
+
+
 def mean_point_descriptors(descriptors: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(D, C) descriptors with (D,) owners -> (P, C) float32 mean descriptor of each owning point, (P,) point index."""
     points, inverse = np.unique(owner, return_inverse=True)
@@ -98,14 +236,16 @@ def mean_point_descriptors(descriptors: np.ndarray, owner: np.ndarray) -> tuple[
 
 
 def matches_filename(feature_file: str | Path, conf) -> str:
-    """Name of the matches file: ``matches-<features>-<point_descriptor>-r<ratio>.h5`` (module docstring).
+    """Name of the matches file: ``matches-<features>-<point_descriptor>-r<ratio>[-<index>].h5`` (module docstring;
+    ``<index>`` from :func:`index_tag`, absent for ``flat``).
 
     Args:
         feature_file: name (or path) of the feature file, ``feats-<features>.h5``.
-        conf: see :data:`default_conf` (``point_descriptor``, ``ratio_threshold``).
+        conf: see :data:`default_conf` (``point_descriptor``, ``ratio_threshold``, the index keys).
     """
+    tag = index_tag({**default_conf, **conf})
     return (f"matches-{Path(feature_file).stem.removeprefix('feats-')}-{conf['point_descriptor']}"
-            f"-r{float(conf['ratio_threshold']):g}.h5")
+            f"-r{float(conf['ratio_threshold']):g}{'-' + tag if tag else ''}.h5")
 
 
 def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths: Mapping[str, Path],
@@ -145,7 +285,9 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
     for key, map_id in tqdm(todo, desc="2D-3D matching", unit="query", disable=None):
         if map_id != index_map:
             m = MapDescriptors.load(map_paths[map_id])
-            index = DescriptorIndex(m.descriptors, m.owner, conf["point_descriptor"])
+            num = len(np.unique(m.owner)) if conf["point_descriptor"] == "mean" else len(m.owner)
+            cache = None if conf.get("index", "flat") == "flat" else index_filename(map_paths[map_id], conf, num)
+            index = DescriptorIndex(m.descriptors, m.owner, conf["point_descriptor"], conf, cache, map_paths[map_id])
             index_map = map_id
         desc = feature_step.read_features(feature_path, key, ("descriptors",))["descriptors"]
         matches = index.match(desc, float(conf["ratio_threshold"]), int(conf["num_neighbors"]))

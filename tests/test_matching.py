@@ -1,6 +1,10 @@
-import numpy as np
+import os
 
-from localization.matching import DescriptorIndex, mean_point_descriptors
+import numpy as np
+import pytest
+
+from localization.matching import (DescriptorIndex, default_conf, index_filename, matches_filename,
+                                  mean_point_descriptors)
 
 
 def test_ratio_test_and_same_point_rule():
@@ -28,3 +32,70 @@ def test_mean_descriptors_and_empty():
     m = idx.match(np.array([[1.2, 1.0]], np.float32))
     np.testing.assert_array_equal(m["point_idx"], [5])
     assert len(idx.match(np.zeros((0, 2), np.float32))["query_idx"]) == 0
+
+
+def _separated(rng, num_points=300, per_point=2):
+    """Well-separated descriptors (clusters far apart), ``per_point`` near copies each, and a query near each."""
+    centres = rng.uniform(0, 255, (num_points, 128)).astype(np.float32)
+    db = np.repeat(centres, per_point, axis=0) + rng.normal(0, 1.0, (num_points * per_point, 128)).astype(np.float32)
+    owner = np.repeat(np.arange(num_points), per_point)
+    return db, owner, centres + rng.normal(0, 2.0, centres.shape).astype(np.float32)
+
+
+APPROX_CONFS = [{"index": "hnsw", "hnsw_m": 16, "hnsw_ef_search": 64},
+                {"index": "ivf", "ivf_nlist": 4, "ivf_nprobe": 2}]
+
+
+class TestApproximateIndex:
+    @pytest.mark.parametrize("conf", APPROX_CONFS, ids=["hnsw", "ivf"])
+    def test_same_matches_as_exact_on_separated_descriptors(self, conf):
+        db, owner, q = _separated(np.random.default_rng(0))
+        exact = DescriptorIndex(db, owner, "all").match(q)
+        approx = DescriptorIndex(db, owner, "all", conf).match(q)
+        assert len(exact["query_idx"]) == len(q)
+        np.testing.assert_array_equal(approx["query_idx"], exact["query_idx"])
+        np.testing.assert_array_equal(approx["point_idx"], exact["point_idx"])
+        np.testing.assert_allclose(approx["distance"], exact["distance"], rtol=1e-4)  # faiss kernels differ
+
+    @pytest.mark.parametrize("conf", APPROX_CONFS, ids=["hnsw", "ivf"])
+    def test_second_descriptor_of_same_point_does_not_reject(self, conf):
+        rng = np.random.default_rng(1)
+        db, owner, q = _separated(rng, per_point=3)  # each point's 3 descriptors lie within ~1 of each other
+        m = DescriptorIndex(db, owner, "all", conf).match(q, ratio_threshold=0.9, num_neighbors=10)
+        np.testing.assert_array_equal(m["query_idx"], np.arange(len(q)))
+        np.testing.assert_array_equal(m["point_idx"], np.arange(len(q)))
+        ambiguous = np.concatenate([db, db[:3] + 0.5])  # point 0's descriptors copied to a new point 300
+        m = DescriptorIndex(ambiguous, np.r_[owner, [300] * 3], "all", conf).match(q[:1])
+        assert len(m["query_idx"]) == 0
+
+    def test_cache_reused_and_named_by_settings(self, tmp_path, monkeypatch):
+        db, owner, q = _separated(np.random.default_rng(2))
+        map_path = tmp_path / "map-a-sift-test.h5"
+        map_path.write_bytes(b"")
+        conf = {**default_conf, "index": "ivf", "ivf_nlist": 4}
+        path = index_filename(map_path, conf, len(db))
+        assert path.name == "map-a-sift-test-mean-ivf4-s0.faiss"
+        assert index_filename(map_path, {**conf, "seed": 1}, len(db)).name == "map-a-sift-test-mean-ivf4-s1.faiss"
+        assert index_filename(map_path, {**conf, "ivf_nlist": 1000}, len(db)).name.endswith("-ivf15-s0.faiss")
+        hnsw = {**default_conf, "index": "hnsw"}
+        assert index_filename(map_path, hnsw, 10).name == "map-a-sift-test-mean-hnsw32-efc40.faiss"
+        first = DescriptorIndex(db, owner, "all", conf, path, map_path)
+        assert first.built and path.exists()
+        again = DescriptorIndex(db, owner, "all", conf, path, map_path)
+        assert not again.built
+        for k, v in first.match(q).items():
+            np.testing.assert_array_equal(again.match(q)[k], v)
+        os.utime(path, (0, 0))  # older than the map file: rebuilt
+        assert DescriptorIndex(db, owner, "all", conf, path, map_path).built
+
+    def test_matches_filename_carries_index(self):
+        name = matches_filename("feats-sift-test.h5", default_conf)
+        assert name == "matches-sift-test-mean-r0.9.h5"
+        assert matches_filename("feats-sift-test.h5", {**default_conf, "index": "hnsw"}) == \
+            "matches-sift-test-mean-r0.9-hnsw32-efc40-ef48.h5"
+        assert matches_filename("feats-sift-test.h5", {**default_conf, "index": "ivf"}) == \
+            "matches-sift-test-mean-r0.9-ivf4096-p8.h5"
+        with pytest.raises(ValueError, match="index must be one of"):
+            matches_filename("feats-sift-test.h5", {**default_conf, "index": "lsh"})
+        with pytest.raises(ValueError, match="index must be one of"):
+            DescriptorIndex(np.zeros((2, 4)), np.arange(2), "all", {"index": "lsh"})

@@ -152,6 +152,23 @@ class TestMatchingStep:
         np.testing.assert_array_equal(matching.read_matches(out, queries[0][0])["point_idx"],
                                       expected[queries[0][0]]["point_idx"])
 
+    @pytest.mark.parametrize("index", ["hnsw", "ivf"])
+    def test_approximate_index_from_files(self, inputs, tmp_path, count_calls, index):
+        feature_path, maps, queries, expected = inputs
+        conf = OmegaConf.create({**matching.default_conf, "index": index, "ivf_nlist": 2, "ivf_nprobe": 2})
+        out = tmp_path / matching.matches_filename(feature_path, conf)
+        assert out.name != matching.matches_filename(feature_path, matching.default_conf)
+        builds = count_calls(matching, "_build_index")
+        matching.main(conf, queries, feature_path, maps, out)
+        assert len(builds) == 2  # one index per map, cached beside its descriptor file
+        assert sorted(p.name for p in tmp_path.glob("*.faiss")) == sorted(
+            matching.index_filename(maps[m], conf, 20).name for m in maps)
+        for key, _ in queries:
+            if "bad" not in key:  # nprobe = nlist: an exhaustive search, the exact matches
+                np.testing.assert_array_equal(matching.read_matches(out, key)["point_idx"], expected[key]["point_idx"])
+        matching.main(conf, queries, feature_path, maps, out, overwrite=True)
+        assert len(builds) == 2  # read back, not rebuilt
+
     def test_errors(self, inputs, tmp_path):
         feature_path, maps, queries, _ = inputs
         with pytest.raises(KeyError, match="no features for image s9/query/x.jpg"):
