@@ -239,7 +239,7 @@ def main() -> None:
                 print(f"  {reader}: {r}", flush=True)
             path.unlink()
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print(f"| points | file MB | reader | wall time | peak RSS MB | above imports MB | observations | digest |")
+    print("| points | file MB | reader | wall time | peak RSS MB | above imports MB | observations | digest |")
     print("|---|---|---|---|---|---|---|---|")
     for n_points, mb, reader, r in rows:
         if "error" in r:

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from localization import localize
 from localization.base import Localizer, QueryResult
