@@ -41,15 +41,19 @@ always run on the CPU.
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import h5py
 import numpy as np
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from fgsn.utils.io import atomic_path
+from fgsn.utils.parallel import Engine
 from reconstruction import features as feature_step
 from reconstruction.sfm_map import MapDescriptors
 
@@ -248,8 +252,35 @@ def matches_filename(feature_file: str | Path, conf) -> str:
             f"-r{float(conf['ratio_threshold']):g}{'-' + tag if tag else ''}.h5")
 
 
+def _map_index(map_path: str, conf_json: str) -> DescriptorIndex:
+    """The search index of one map descriptor file, built (or read from its cache) once per process and version
+    of the file."""
+    return _cached_index(map_path, Path(map_path).stat().st_mtime_ns, conf_json)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_index(map_path: str, mtime_ns: int, conf_json: str) -> DescriptorIndex:
+    conf = json.loads(conf_json)
+    m = MapDescriptors.load(Path(map_path))
+    num = len(np.unique(m.owner)) if conf["point_descriptor"] == "mean" else len(m.owner)
+    cache = None if conf.get("index", "flat") == "flat" else index_filename(map_path, conf, num)
+    return DescriptorIndex(m.descriptors, m.owner, conf["point_descriptor"], conf, cache, Path(map_path))
+
+
+def _match_batch(shared, batch: list[tuple[str, str]]) -> list[tuple[str, str, dict]]:
+    """(query key, map id, matches) of each query of ``batch`` (worker side of :func:`main`)."""
+    conf_json, feature_path, map_paths = shared
+    conf = json.loads(conf_json)
+    out = []
+    for key, map_id in batch:
+        index = _map_index(map_paths[map_id], conf_json)
+        desc = feature_step.read_features(feature_path, key, ("descriptors",))["descriptors"]
+        out.append((key, map_id, index.match(desc, float(conf["ratio_threshold"]), int(conf["num_neighbors"]))))
+    return out
+
+
 def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths: Mapping[str, Path],
-         output: Path, overwrite: bool = False) -> Path:
+         output: Path, overwrite: bool = False, engine: Engine | None = None) -> Path:
     """Match every query's descriptors to the per-point descriptors of its map (the matching step).
 
     Queries already in ``output`` are skipped unless ``overwrite``; each query's group is written before the
@@ -263,6 +294,9 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
         map_paths: map id -> map descriptor file (:mod:`reconstruction.sfm_map`) of every map in ``queries``.
         output: the matches HDF5 file (created or appended; schema in the module docstring).
         overwrite: match queries already in ``output`` again.
+        engine: match on its Dask workers in batches of queries (:class:`fgsn.utils.parallel.Engine`; each worker
+            builds or reads each map's index once; an approximate index is built here first, so workers only
+            read its cache); this process alone writes each query's group as its batch completes. None: here.
     Returns:
         ``output``.
     Raises:
@@ -281,16 +315,14 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
         raise KeyError(f"no map descriptor file for map(s) {missing}")
     logger.info("Matching %d queries to their maps (ratio %.2f).", len(todo), conf["ratio_threshold"])
     todo.sort(key=lambda q: q[1])
-    index, index_map = None, None
-    for key, map_id in tqdm(todo, desc="2D-3D matching", unit="query", disable=None):
-        if map_id != index_map:
-            m = MapDescriptors.load(map_paths[map_id])
-            num = len(np.unique(m.owner)) if conf["point_descriptor"] == "mean" else len(m.owner)
-            cache = None if conf.get("index", "flat") == "flat" else index_filename(map_paths[map_id], conf, num)
-            index = DescriptorIndex(m.descriptors, m.owner, conf["point_descriptor"], conf, cache, map_paths[map_id])
-            index_map = map_id
-        desc = feature_step.read_features(feature_path, key, ("descriptors",))["descriptors"]
-        matches = index.match(desc, float(conf["ratio_threshold"]), int(conf["num_neighbors"]))
+    conf_json = json.dumps(OmegaConf.to_container(OmegaConf.create(conf)), sort_keys=True)
+    engine = engine or Engine()
+    if engine.parallel and json.loads(conf_json).get("index", "flat") != "flat":
+        for map_id in sorted({m for _, m in todo}):  # build the approximate indexes once, before the workers read them
+            _map_index(str(map_paths[map_id]), conf_json)
+    shared = (conf_json, str(feature_path), {m: str(p) for m, p in map_paths.items()})
+    for key, map_id, matches in tqdm(engine.imap(_match_batch, todo, shared, batch_size=16), total=len(todo),
+                                     desc="2D-3D matching", unit="query", disable=None):
         feature_step.write_group(output, key, matches, {"map_id": map_id})
     return output
 

@@ -60,7 +60,7 @@ class StructureLocalizer(Localizer):
         for map_id, path in self.map_paths.items():
             sfm_map.main(c.map, ds, map_id, self.feature_path, path)
         matching.main(c.matching, [(q.key, q.map_id) for q in ds.queries], self.feature_path, self.map_paths,
-                      self.match_path)
+                      self.match_path, engine=engine)
 
     # ---------------------------------------------------------------------------------------------------- localize
     def map_points(self, map_id: str) -> np.ndarray:

@@ -152,6 +152,19 @@ class TestMatchingStep:
         np.testing.assert_array_equal(matching.read_matches(out, queries[0][0])["point_idx"],
                                       expected[queries[0][0]]["point_idx"])
 
+    def test_parallel_matching_equals_serial(self, inputs, tmp_path):
+        from fgsn.utils.parallel import Engine
+
+        feature_path, maps, queries, expected = inputs
+        with Engine(workers=2) as engine:
+            out = matching.main(matching.default_conf, queries, feature_path, maps, tmp_path / "par.h5", engine=engine)
+        for key, map_id in queries:
+            if "bad" not in key:
+                m = matching.read_matches(out, key)
+                assert m["map_id"] == map_id
+                for k, v in expected[key].items():
+                    np.testing.assert_array_equal(m[k], v)
+
     @pytest.mark.parametrize("index", ["hnsw", "ivf"])
     def test_approximate_index_from_files(self, inputs, tmp_path, count_calls, index):
         feature_path, maps, queries, expected = inputs
