@@ -2,7 +2,7 @@
 
 :meth:`StructureLocalizer.prepare` runs the cached, resumable steps in the main process, one ``main`` each:
 SIFT for database and query images (:func:`reconstruction.features.main`), per-map point descriptors
-(:func:`reconstruction.sfm_map.main`) and 2D-3D matches of every query (:func:`localization.matching.main`),
+(:func:`reconstruction.sfm_map.main_maps`) and 2D-3D matches of every query (:func:`localization.matching.main`),
 each in an HDF5 file under the cache folder whose name carries its settings (paths in ``feature_path``,
 ``map_paths``, ``match_path``). :meth:`StructureLocalizer.localize` then only reads one query's matches and runs the
 estimator, so it parallelises over worker processes.
@@ -57,8 +57,7 @@ class StructureLocalizer(Localizer):
         feature_step.main(c.features, [(q.key, q.path) for q in ds.queries], self.feature_path, skip_errors=True,
                           engine=engine)
         self.bad_images = feature_step.failed_images(self.feature_path, [q.key for q in ds.queries])
-        for map_id, path in self.map_paths.items():
-            sfm_map.main(c.map, ds, map_id, self.feature_path, path)
+        sfm_map.main_maps(c.map, ds, self.feature_path, self.map_paths, engine=engine)
         matching.main(c.matching, [(q.key, q.map_id) for q in ds.queries], self.feature_path, self.map_paths,
                       self.match_path, engine=engine)
 

@@ -20,18 +20,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 
 from fgsn.utils.io import atomic_path
+from fgsn.utils.parallel import Engine
 
-from .datasets import SeasonsDataset
-
-from .records import DatasetError, ImageRecord
 from .camera import from_colmap_pixels
+from .datasets import SeasonsDataset
 from .geometry import camera_center
+from .records import DatasetError, ImageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,32 @@ def main(conf, dataset: SeasonsDataset, map_id: str, feature_path: Path, out_pat
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
         return out_path
+    return _write(out_path, _compute(conf, dataset, map_id, feature_path))
+
+
+def main_maps(conf, dataset: SeasonsDataset, feature_path: Path, out_paths: Mapping[str, Path],
+              overwrite: bool = False, engine: Engine | None = None) -> dict[str, Path]:
+    """:func:`main` for several maps, one task per map on ``engine`` (:class:`fgsn.utils.parallel.Engine`): the
+    workers compute, this process alone writes each map's file as its task completes. Same files as :func:`main`.
+
+    Args:
+        out_paths: map id -> map HDF5 file to write; maps whose file exists are skipped unless ``overwrite``.
+    Returns:
+        ``out_paths`` as a dict.
+    """
+    todo = [m for m, p in out_paths.items() if overwrite or not Path(p).exists()]
+    for map_id, arrays in (engine or Engine()).imap(_compute_batch, todo, (conf, dataset, str(feature_path)), 1):
+        _write(Path(out_paths[map_id]), arrays)
+    return dict(out_paths)
+
+
+def _compute_batch(shared, map_ids: list[str]) -> list[tuple[str, dict]]:
+    conf, dataset, feature_path = shared
+    return [(m, _compute(conf, dataset, m, feature_path)) for m in map_ids]
+
+
+def _compute(conf, dataset: SeasonsDataset, map_id: str, feature_path: Path) -> dict:
+    """The arrays and attributes of one map's file (schema in the module docstring)."""
     rec = load_reconstruction(dataset, map_id)
     records = database_records_by_image(dataset, map_id, rec)
     radius = float(conf["assoc_radius_px"])
@@ -164,16 +191,18 @@ def main(conf, dataset: SeasonsDataset, map_id: str, feature_path: Path, out_pat
     logger.info("Map %s: %d points, %d/%d observations associated with a descriptor (%.1f %%).",
                 map_id, len(point_ids), n_assoc, n_obs, 100.0 * n_assoc / max(n_obs, 1))
     stats = _visibility_stats(rec, point_ids, xyz, centers)
+    return {"xyz": xyz, "point3D_ids": point_ids, "descriptors": np.concatenate(descs),
+            "owner": np.concatenate(owners).astype(np.int32), **stats,
+            "attrs": {"map_id": map_id, "num_images": len(records)}}
+
+
+def _write(out_path: Path, arrays: dict) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
-        f["xyz"] = xyz
-        f["point3D_ids"] = point_ids
-        f["descriptors"] = np.concatenate(descs)
-        f["owner"] = np.concatenate(owners).astype(np.int32)
-        for k, v in stats.items():
-            f[k] = v
-        f.attrs["map_id"] = map_id
-        f.attrs["num_images"] = len(records)
+        for k, v in arrays.items():
+            if k != "attrs":
+                f[k] = v
+        f.attrs.update(arrays["attrs"])
     return out_path
 
 

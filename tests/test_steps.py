@@ -300,3 +300,13 @@ def test_map_and_labelled_map_steps(semantic_demo, tmp_path):
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
     np.testing.assert_array_equal(sfm_map.MapDescriptors.load(map_path).descriptors, m.descriptors)
     np.testing.assert_array_equal(LabelledMap.load(out).label, lmap.label)
+    # the maps on a 2-worker engine: the same file contents
+    from fgsn.utils.parallel import Engine
+
+    with Engine(workers=2) as engine:
+        par = sfm_map.main_maps(sfm_map.default_conf, ds, feature_path, {map_id: tmp_path / "par.h5"}, engine=engine)
+    a, b = _h5_contents(map_path), _h5_contents(par[map_id])
+    assert sorted(a) == sorted(b) and a["attrs"] == b["attrs"]
+    for k in a:
+        if k != "attrs":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
