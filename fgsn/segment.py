@@ -118,7 +118,8 @@ def _segment(model: PSPNet, path: str | Path, conf, dtype) -> tuple[np.ndarray, 
 @torch.no_grad()
 def _segment_batch(shared, batch: list[tuple[str, str]]) -> list[tuple[str, np.ndarray, np.ndarray, tuple]]:
     """Worker side of :func:`segment_images` on an engine: (name, labels, confidence, image size) per image."""
-    model, conf, dtype = shared
+    model, conf, dtype, threads = shared
+    torch.set_num_threads(threads)  # the client's: CPU convolutions sum in an order that depends on the thread count
     model = model.to(resolve_device(conf.device)).eval()
     out = []
     for path, name in batch:
@@ -141,9 +142,9 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
         overwrite: recompute images already in the file.
         overlay_dir: write colourised overlay PNGs there (``<name>.png``; not with a parallel ``engine``).
         engine: segment on its Dask workers (:class:`fgsn.utils.parallel.Engine`; the model is sent once to each
-            worker, which runs torch with one thread); this process alone writes each image as its batch
-            completes. None: in this process. Label maps computed with other thread counts can differ at pixels
-            whose two best scores tie to float precision.
+            worker, which runs torch with this process's thread count: CPU results depend on it, at pixels whose
+            two best scores tie to float precision, so the labels equal a serial run's); this process alone
+            writes each image as its batch completes. None: in this process.
     Returns:
         ``out_path``.
     """
@@ -167,7 +168,8 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
     if engine is not None and engine.parallel:
         if overlay_dir is not None:
             raise ValueError("overlay_dir is written by serial segmentation only")
-        results = engine.imap(_segment_batch, [(str(p), n) for p, n in todo], (model.cpu(), conf, dtype), batch_size=4)
+        results = engine.imap(_segment_batch, [(str(p), n) for p, n in todo],
+                              (model.cpu(), conf, dtype, torch.get_num_threads()), batch_size=4)
     else:
         results = ((n, *_segment(model, p, conf, dtype)) for p, n in todo)
     for name, lab, prob, img in tqdm(results, total=len(todo), desc="segment", disable=not todo):

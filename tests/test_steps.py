@@ -215,7 +215,7 @@ class TestLabelStep:
         assert reader.num_classes == 5 and reader.labels("sub/img1.jpg").shape == (48, 64)
 
     def test_parallel_segmentation_equals_serial(self, tmp_path):
-        """Two Dask workers (one torch thread each) write the same label maps as this process."""
+        """Two Dask workers write the same label maps as this process."""
         from fgsn.utils.parallel import Engine
 
         conf = _tiny_checkpoint_conf(tmp_path)
@@ -226,7 +226,8 @@ class TestLabelStep:
         a, b = LabelReader(serial), LabelReader(par)
         for key, _ in items:
             la, lb = a.labels(key), b.labels(key)
-            assert la.shape == (48, 64) and (la == lb).mean() >= 0.999, key  # float ties only
+            assert la.shape == (48, 64)
+            np.testing.assert_array_equal(la, lb, err_msg=key)
         assert len(np.unique(a.labels(items[0][0]))) > 1  # a test that can fail: labels are not constant
 
     def test_labels_source(self, tmp_path):
