@@ -320,7 +320,7 @@ def test_localizer_sequence_cache_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(pfsl.SemanticLocalizer, "__init__", lambda self, c, d, w: (
         setattr(self, "conf", c), setattr(self, "dataset", d), setattr(self, "work_dir", w),
         setattr(self, "labels_path", tmp_path / "labels-gt.h5"), setattr(self, "bad_images", {})))
-    monkeypatch.setattr(pfsl.SemanticLocalizer, "prepare", lambda self, queries=None: None)
+    monkeypatch.setattr(pfsl.SemanticLocalizer, "prepare", lambda self, queries=None, engine=None: None)
     loc = pfsl.PFSLLocalizer(conf, ds, tmp_path / "cache")
     by_key = {q.key: T for q, T in zip(queries, traj + traj)}
     lmap = type("L", (), {"xyz": pts.xyz, "label": pts.label, "d_min": pts.d_min, "d_max": pts.d_max,
