@@ -3,12 +3,12 @@ labelled map projected with the estimated pose, and the 2D-3D matches given to R
 pose in green, outliers in red; matches the semantic filter dropped in grey).
 
 Everything drawn is read from the step outputs of the run (nothing is recomputed): the poses from
-``results.jsonl``, the matches with :func:`localization.matching.read_matches` and the feature file's keypoints,
-the labelled map with :meth:`LabelledMap.load` (its rows are the map file's, so it gives the matched 3D points
+``results.jsonl``, the matches and their keypoints (the matches and feature files, read once per query by the
+method's ``load_matches``), the labelled map with :meth:`LabelledMap.load` (its rows are the map file's, so it gives the matched 3D points
 too) and the query segmentation with :class:`LabelReader`. The run's saved ``config.yaml`` gives the paths of those
 files (the localizer's ``feature_path``, ``match_path``, ``labels_path``, ``labelled_map_paths``, built from the
 configuration alone). Only the mask of the matches the semantic filter kept is the method's own
-``select_matches`` (on the matches as the method loads them, ``load_matches``, bearings included): it depends on the method's settings and state (SSMC's label test, GSMC's scores with the
+``select_matches`` (on those matches, bearings included): it depends on the method's settings and state (SSMC's label test, GSMC's scores with the
 gravity and camera-height priors, PFSL's initialisation filter), which no step writes to disk. Figures go to
 ``RUN/figures/<condition>/<query>.png``.
 """
@@ -23,13 +23,11 @@ from omegaconf import OmegaConf
 
 from fgsn.utils.io import read_image
 from fgsn.utils.plotting import pyplot, save_figure
-from localization import matching
 from localization.localize import get_localizer_class
 from localization.semantic import SemanticLocalizer
 from localization.submission import pose_from_record, read_results
 from reconstruction.camera import Camera, project_world
 from reconstruction.datasets import load_dataset, parse_slices
-from reconstruction.features import read_features
 from reconstruction.label_map import LabelledMap, label_colors
 from reconstruction.semantics import LabelReader
 
@@ -116,17 +114,16 @@ def main(dataset, run_dir: Path, per_condition: int = 2, names: list[str] | None
     out = []
     for q in queries:
         rec = results.get(q.name)
-        raw = matching.read_matches(loc.match_path, q.key)
-        keypoints = read_features(loc.feature_path, q.key, ("keypoints",))["keypoints"][raw["query_idx"]]
+        matches = loc.load_matches(q)  # the matches file and the feature file's keypoints
         if q.map_id not in lmaps:
             lmaps[q.map_id] = LabelledMap.load(loc.labelled_map_paths[q.map_id])
         lmap = lmaps[q.map_id]
-        kept, _, _ = loc.select_matches(q, loc.load_matches(q))  # the method's filter (module docstring)
+        kept, _, _ = loc.select_matches(q, matches)  # the method's filter (module docstring)
         pose = pose_from_record(rec) if rec else None
         title = (f"{conf.method}: {q.name} ({q.condition}) - " + ("localized" if pose is not None else "failed")
                  + f", {int(kept.sum())} / {len(kept)} matches kept, {rec['num_inliers'] if rec else 0} inliers")
         out.append(query_figure(read_image(q.path), reader.labels(q.key), reader.num_classes,
-                                keypoints.astype(np.float64), lmap.xyz[raw["point_idx"]], kept, pose, q.camera,
+                                matches["keypoints"], lmap.xyz[matches["point_idx"]], kept, pose, q.camera,
                                 lmap.xyz, lmap.label, run_dir / "figures" / q.condition / (Path(q.name).stem + ".png"),
                                 float(loc.conf.ransac.inlier_threshold_px), title))
     logger.info("Wrote %d query figures under %s", len(out), run_dir / "figures")

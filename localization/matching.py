@@ -324,6 +324,7 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
     for key, map_id, matches in tqdm(engine.imap(_match_batch, todo, shared, batch_size=16), total=len(todo),
                                      desc="2D-3D matching", unit="query", disable=None):
         feature_step.write_group(output, key, matches, {"map_id": map_id})
+    _cached_index.cache_clear()  # the indexes are not needed after the step (a large map's is gigabytes)
     return output
 
 

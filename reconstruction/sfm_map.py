@@ -122,16 +122,13 @@ def main(conf, dataset: SeasonsDataset, map_id: str, feature_path: Path, out_pat
         dataset: the dataset whose database images (features already in ``feature_path``) observe the map.
         map_id: which map.
         feature_path: HDF5 file of database features (:mod:`reconstruction.features`).
-        out_path: the map HDF5 file to write.
+        out_path: the map HDF5 file to write (kept when it exists, unless ``overwrite``).
     Returns:
         ``out_path``.
     Raises:
         DatasetError: the model is missing or has no point with an associated descriptor.
     """
-    out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        return out_path
-    return _write(out_path, _compute(conf, dataset, map_id, feature_path))
+    return main_maps(conf, dataset, feature_path, {map_id: Path(out_path)}, overwrite)[map_id]
 
 
 def main_maps(conf, dataset: SeasonsDataset, feature_path: Path, out_paths: Mapping[str, Path],
