@@ -282,3 +282,19 @@ class TestPackage:
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom) and node.level == 1:
                     assert node.module in self.ORDER[:k], (name, node.module)
+
+
+def test_sky_sampling_beyond_remap_limit():
+    """A view with more sky pixels than cv2.remap's 32,767-pixel output side (a long street's open end) samples
+    the panorama like a one-row remap of the same points."""
+    from reconstruction.synthetic.conditions import _sample
+
+    rng = np.random.default_rng(3)
+    sky = rng.random((256, 1024)).astype(np.float32)
+    x = (rng.random(70_001) * 1023).astype(np.float32)
+    y = (rng.random(70_001) * 255).astype(np.float32)
+    got = _sample(sky, x, y)
+    assert got.shape == (70_001,)
+    for sl in (slice(0, 30_000), slice(30_000, 60_000), slice(60_000, None)):
+        ref = cv2.remap(sky, x[None, sl], y[None, sl], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)[0]
+        np.testing.assert_array_equal(got[sl], ref)

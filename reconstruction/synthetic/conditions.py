@@ -163,6 +163,16 @@ def _sample_faces(scene: Scene, geo: dict, cam: SynthCamera, cond: str, need_gla
     return albedo, labels, glass
 
 
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, width: int = 1024) -> np.ndarray:
+    """Bilinear samples (N,) of ``image`` at float pixel coordinates (N,) ``x``, ``y`` (cv2.remap, border
+    reflected). The N points are laid out in rows of ``width``: remap's output must be under 32,767 pixels on
+    each side."""
+    n = len(x)
+    pad = (-n) % width
+    grid = [np.pad(v, (0, pad)).reshape(-1, width) for v in (x, y)]
+    return cv2.remap(image, *grid, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).ravel()[:n]
+
+
 def render_view(scene: Scene, cam: SynthCamera, cam_from_world: np.ndarray, cond: str = "reference",
                 rng: np.random.Generator | None = None) -> dict:
     """Render one image of the scene under a condition.
@@ -231,9 +241,9 @@ def render_view(scene: Scene, cam: SynthCamera, cam_from_world: np.ndarray, cond
         el = np.arcsin(np.clip(dn[:, 2], -1, 1))
         az = np.arctan2(dn[:, 1], dn[:, 0])
         Hs, Ws = scene.sky.shape
-        my = ((1 - np.clip(el, 0, None) / (np.pi / 2)) * (Hs - 1)).astype(np.float32)[None]
-        mx = ((az + np.pi) / (2 * np.pi) * (Ws - 1)).astype(np.float32)[None]
-        clouds = cv2.remap(scene.sky, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)[0]
+        my = ((1 - np.clip(el, 0, None) / (np.pi / 2)) * (Hs - 1)).astype(np.float32)
+        mx = ((az + np.pi) / (2 * np.pi) * (Ws - 1)).astype(np.float32)
+        clouds = _sample(scene.sky, mx, my)
         tgrad = np.clip(el / 0.8, 0, 1)[:, None].astype(np.float32)
         sky = np.array(p["hor"], np.float32) * (1 - tgrad) + np.array(p["zen"], np.float32) * tgrad
         cl = np.clip((clouds - 0.45) * 2.5, 0, 1)[:, None] * p["clouds"]
