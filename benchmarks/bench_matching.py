@@ -36,8 +36,8 @@ from reconstruction.sfm_map import MapDescriptors  # noqa: E402
 
 INLIER_PX = 8.0
 APPROX = {  # label -> matching conf overrides
-    "ivf4096-p8": {"index": "ivf", "ivf_nlist": 4096, "ivf_nprobe": 8},
-    "ivf4096-p16": {"index": "ivf", "ivf_nlist": 4096, "ivf_nprobe": 16},
+    "ivf4096-p8": {"index": "ivf", "ivf_nlist": 4096, "ivf_nprobe": 8, "ivf_quantizer": "flat"},
+    "ivf16384-p8-hnsw32-ef32": {"index": "ivf", "ivf_nlist": 16384, "ivf_nprobe": 8, "ivf_quantizer": "hnsw"},
     "hnsw32-ef32": {"index": "hnsw", "hnsw_m": 32, "hnsw_ef_search": 32},
     "hnsw32-ef48": {"index": "hnsw", "hnsw_m": 32, "hnsw_ef_search": 48},
 }

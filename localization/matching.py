@@ -8,8 +8,8 @@ gave the better recall at (0.25 m, 2°) (night 88.9 vs 83.3 %) with 4x fewer des
 
 The matching step (:func:`main`) matches every query of a feature file to the descriptor file of its map and
 writes ``matches-<features>-<point_descriptor>-r<ratio>[-<index>].h5`` (:func:`matches_filename`; ``<features>`` is
-the feature file's stem without ``feats-``, e.g. ``matches-sift-n8192-pt0.0067-mean-r0.9.h5``; ``<index>`` names an
-approximate index and its settings, e.g. ``ivf4096-p8``, and is absent for the exact one), one group per query
+the feature file's stem without ``feats-``; ``<index>`` names the index and its settings, absent for ``flat``: e.g.
+``matches-sift-n8192-pt0.0067-mean-r0.9-auto50000-ivf16384-p8-hnsw32-ef32.h5`` by default), one group per query
 key (``/`` creating nested groups), resumable like the features step:
 
     query_idx   (K,) int32    keypoint index in the query's feature group
@@ -19,25 +19,28 @@ key (``/`` creating nested groups), resumable like the features step:
 
 Read one query's matches with :func:`read_matches`.
 
-Search index (``index``): ``flat`` is exact brute force (faiss ``IndexFlatL2``), the reference and the default;
-its cost grows linearly with the map (about 0.45 / 4.6 / 15 s per 8,192-feature query at 10^4 / 10^5 / 3x10^5
-descriptors on one core). ``ivf`` (faiss ``IndexIVFFlat``: k-means cells, a query scans the ``ivf_nprobe`` nearest
-cells) and ``hnsw`` (faiss ``IndexHNSWFlat``, a navigable small-world graph; Malkov & Yashunin, TPAMI 2018) are
-approximate; ``benchmarks/bench_matching.py`` measures their time and the fraction of the exact matcher's
-ground-truth inliers they keep (retention), on the seasons-mini map grown with distractors. There, on one core,
-``ivf`` (4096 cells, nprobe 8) kept >= 98.4 % at 10^4 to 10^6 points and took 1/32 of flat's time at 10^5, 1/63
-at 10^6 (one exact query); ``hnsw`` (M 32, efSearch 48) kept 100 % at 10^5 but 96 % at 10^6, at 1/15 and 1/90.
-Neither reached 0.3 s per 8,192 features at 10^6 on the (shared) development machine: about 1.4 s (ivf) and
-1.0 s (hnsw) there, where flat took 92 s instead of the 50 s measured unloaded.
-``flat`` stays the default, so results on maps the size of seasons-mini's (8-9 x 10^3 points, well under a second
-per query) are unchanged; switch to ``ivf`` above about 10^5 map descriptors. Both keep the ratio test's meaning:
-they return ``num_neighbors`` approximate neighbours and the second distance is that of the nearest one of another
-point. An approximate index is built once per map and cached beside the map descriptor file
-(:func:`index_filename`, rebuilt when older than that file); IVF is trained with the fixed ``seed`` (its
-build repeats exactly); an HNSW graph built on several threads can differ between builds, so runs repeat
-through the cached file. With faiss-gpu
-and a CUDA device an IVF index is searched on GPU 0 (untested: no GPU on the development machines); HNSW and flat
-always run on the CPU.
+Search index (``index``): ``flat`` is exact brute force (faiss ``IndexFlatL2``), the reference; its cost grows
+linearly with the map (about 0.45 / 4.6 / 15 s per 8,192-feature query at 10^4 / 10^5 / 3x10^5 descriptors on
+one idle core). ``ivf`` (faiss ``IndexIVFFlat``: k-means cells, a query scans the ``ivf_nprobe`` nearest cells,
+found by an HNSW graph over the cell centroids with ``ivf_quantizer: hnsw`` or exhaustively with ``flat``) and
+``hnsw`` (faiss ``IndexHNSWFlat``, a navigable small-world graph over all descriptors; Malkov & Yashunin, TPAMI
+2018) are approximate. ``auto``, the default, gives a map of fewer than ``auto_min_descriptors`` (50,000)
+descriptors the exact index and a larger one ``ivf``: seasons-mini's maps (8-9 x 10^3 points) are matched
+exactly (the same matches as ``flat``, tested), an Extended CMU slice (~10^5) or RobotCar's map (millions)
+approximately. ``benchmarks/bench_scale.py`` and ``benchmarks/bench_matching.py`` measure time and retention
+(the fraction of the exact matcher's ground-truth inliers kept) on the seasons-mini map grown with distractors;
+the README has the table. The hnsw quantizer replaces the flat one because, with 16,384 cells, finding the cells
+dominated the query time (8,192 x 16,384 distances per query).
+
+Both approximate indexes keep the ratio test's meaning: they return the nearest descriptors and the second
+distance is that of the nearest one of another point (with one descriptor per point, ``mean``, two neighbours
+suffice and are the ones searched: the same matches as ``num_neighbors``, fewer heap updates). An approximate
+index is built once per map and cached beside the map descriptor file (:func:`index_filename`, rebuilt when
+older than that file); IVF is trained with the fixed ``seed`` and its hnsw quantizer built on one thread, so its
+build repeats exactly (tested); an HNSW graph over all descriptors built on several threads can differ between
+builds, so runs repeat through the cached file. With faiss-gpu and a CUDA device an IVF index is searched on
+GPU 0 (untested: no GPU on the development machines; a quantizer faiss-gpu cannot clone falls back to the CPU
+with a warning); HNSW and flat always run on the CPU.
 """
 from __future__ import annotations
 
@@ -63,16 +66,20 @@ default_conf = {
     "ratio_threshold": 0.9,  # Lowe ratio on L2 descriptor distances (the paper: 0.9)
     "point_descriptor": "mean",  # mean: one mean descriptor per 3D point; all: every observation's descriptor
     "num_neighbors": 10,  # neighbours searched to find the nearest descriptor of a different point
-    "index": "flat",  # search index: flat (exact, the reference) | ivf | hnsw (approximate; module docstring)
-    "ivf_nlist": 4096,  # ivf: number of k-means cells (capped at descriptors / 39)
+    "index": "auto",  # search index: auto (flat below auto_min_descriptors, else ivf) | flat (exact) | ivf | hnsw
+    "auto_min_descriptors": 50_000,  # auto: maps with at least this many descriptors use ivf
+    "ivf_nlist": 16384,  # ivf: number of k-means cells (capped at descriptors / 39)
     "ivf_nprobe": 8,  # ivf: cells scanned per query descriptor
-    "hnsw_m": 32,  # hnsw: graph links per descriptor (M)
+    "ivf_quantizer": "hnsw",  # ivf: how a query finds its nprobe nearest cells: hnsw (graph over the centroids) | flat
+    "ivf_quantizer_ef": 32,  # ivf with the hnsw quantizer: its efSearch (at least ivf_nprobe)
+    "hnsw_m": 32,  # hnsw: graph links per descriptor (M); also the ivf hnsw quantizer's
     "hnsw_ef_construction": 40,  # hnsw: candidate list length while building the graph
     "hnsw_ef_search": 48,  # hnsw: candidate list length while searching (at least num_neighbors)
     "seed": 0,  # ivf: seed of the k-means training sample and initial centroids
 }
 
-INDEX_TYPES = ("flat", "ivf", "hnsw")
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+QUANTIZERS = ("flat", "hnsw")
 
 
 class DescriptorIndex:
@@ -103,10 +110,9 @@ class DescriptorIndex:
         elif point_descriptor != "all":
             raise ValueError(f"point_descriptor must be 'mean' or 'all', got {point_descriptor!r}")
         conf = {**default_conf, **(conf or {})}
-        self.kind = conf["index"]
-        if self.kind not in INDEX_TYPES:
-            raise ValueError(f"index must be one of {INDEX_TYPES}, got {self.kind!r}")
+        self.kind = resolve_index(conf, len(descriptors))  # flat, ivf or hnsw
         self.owner = owner
+        self.one_per_point = point_descriptor == "mean"  # the 2nd neighbour is then always another point's
         x = np.ascontiguousarray(descriptors, dtype=np.float32)
         self.built = False  # whether this instance built its index (False: read from cache_path)
         if self.kind == "flat":
@@ -127,6 +133,9 @@ class DescriptorIndex:
                     faiss.write_index(self.index, str(tmp))
         if self.kind == "ivf":
             self.index.nprobe = int(conf["ivf_nprobe"])
+            if conf["ivf_quantizer"] == "hnsw":
+                faiss.downcast_index(self.index.quantizer).hnsw.efSearch = max(int(conf["ivf_quantizer_ef"]),
+                                                                               self.index.nprobe)
             self.index = _to_gpu(self.index, self)
         else:
             self.index.hnsw.efSearch = max(int(conf["hnsw_ef_search"]), int(conf["num_neighbors"]))
@@ -137,14 +146,15 @@ class DescriptorIndex:
         Args:
             query_descriptors: (N, 128) descriptors (same scaling as the map's).
             ratio_threshold: keep a match if d1 < ratio * d2, d2 the nearest descriptor of another point.
-            num_neighbors: neighbours searched; when all belong to the best point the match is kept.
+            num_neighbors: neighbours searched; when all belong to the best point the match is kept. With one
+                descriptor per point (``mean``) two suffice and are used (the same matches).
         Returns:
             ``query_idx`` (K,), ``point_idx`` (K,), ``distance`` (K,) of the kept matches.
         """
         empty = {"query_idx": np.zeros(0, np.int32), "point_idx": np.zeros(0, np.int32), "distance": np.zeros(0, np.float32)}
         if len(query_descriptors) == 0 or self.index.ntotal == 0:
             return empty
-        k = min(num_neighbors, self.index.ntotal)
+        k = min(2 if self.one_per_point else num_neighbors, self.index.ntotal)
         d2, nn = self.index.search(np.ascontiguousarray(query_descriptors, dtype=np.float32), k)
         d = np.sqrt(np.maximum(d2, 0))
         owners = self.owner[np.maximum(nn, 0)]
@@ -168,13 +178,27 @@ def _build_index(x: np.ndarray, conf: Mapping):
         index.add(x)
         return index
     nlist = ivf_num_cells(len(x), conf)
-    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-    index.cp.seed = int(conf["seed"])
-    index.cp.niter = 10  # k-means iterations (faiss: 25); training dominates the build of a large map
+    clus = faiss.Clustering(d, nlist)
+    clus.seed = int(conf["seed"])
+    clus.niter = 10  # k-means iterations (faiss: 25); training dominates the build of a large map
+    clus.max_points_per_centroid = 40  # our sample is the training set: faiss does not subsample again
     rng = np.random.default_rng(int(conf["seed"]))
     sample = np.sort(rng.choice(len(x), min(len(x), 40 * nlist), replace=False))
-    index.cp.max_points_per_centroid = 40  # our sample is the training set: faiss does not subsample again
-    index.train(x[sample])
+    clus.train(x[sample], faiss.IndexFlatL2(d))
+    centroids = faiss.vector_to_array(clus.centroids).reshape(nlist, d)
+    if conf["ivf_quantizer"] == "hnsw":
+        quantizer = faiss.IndexHNSWFlat(d, int(conf["hnsw_m"]))
+        quantizer.hnsw.efConstruction = int(conf["hnsw_ef_construction"])
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # one thread: the same graph at every build
+        try:
+            quantizer.add(centroids)
+        finally:
+            faiss.omp_set_num_threads(threads)
+    else:
+        quantizer = faiss.IndexFlatL2(d)
+        quantizer.add(centroids)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist)
     index.add(x)
     return index
 
@@ -187,7 +211,11 @@ def _to_gpu(index, owner_obj):
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         return index
     owner_obj.gpu_resources = faiss.StandardGpuResources()
-    return faiss.index_cpu_to_gpu(owner_obj.gpu_resources, 0, index)
+    try:
+        return faiss.index_cpu_to_gpu(owner_obj.gpu_resources, 0, index)
+    except RuntimeError as e:  # e.g. a quantizer this faiss-gpu cannot clone
+        logger.warning("IVF index not moved to the GPU (%s); searching on the CPU", e)
+        return index
 
 
 def ivf_num_cells(num_descriptors: int, conf: Mapping) -> int:
@@ -196,31 +224,56 @@ def ivf_num_cells(num_descriptors: int, conf: Mapping) -> int:
     return max(1, min(int(conf["ivf_nlist"]), num_descriptors // 39))
 
 
+def resolve_index(conf: Mapping, num_descriptors: int) -> str:
+    """The index a map of ``num_descriptors`` gets: ``conf['index']``, with ``auto`` resolved to ``flat`` below
+    ``auto_min_descriptors`` and ``ivf`` from it.
+
+    Raises:
+        ValueError: unknown ``index`` or ``ivf_quantizer``.
+    """
+    kind = conf.get("index", "flat")
+    if kind not in INDEX_TYPES:
+        raise ValueError(f"index must be one of {INDEX_TYPES}, got {kind!r}")
+    if conf.get("ivf_quantizer", "flat") not in QUANTIZERS:
+        raise ValueError(f"ivf_quantizer must be one of {QUANTIZERS}, got {conf['ivf_quantizer']!r}")
+    if kind == "auto":
+        return "flat" if num_descriptors < int(conf["auto_min_descriptors"]) else "ivf"
+    return kind
+
+
 def index_tag(conf: Mapping, num_descriptors: int | None = None) -> str:
-    """Settings of the index in artifact names: ``""`` for flat, ``ivf<nlist>-p<nprobe>`` or
-    ``hnsw<M>-efc<ef_construction>-ef<ef_search>``; with ``num_descriptors`` only the build settings (the
-    effective ``nlist`` and the seed: ``ivf<nlist>-s<seed>``, ``hnsw<M>-efc<ef_construction>``).
+    """Settings of the index in artifact names. Without ``num_descriptors`` (the matches file, all maps):
+    ``""`` for flat, ``ivf<nlist>-p<nprobe>[-hnsw<M>-ef<ef>]`` (the bracket: hnsw quantizer), ``hnsw<M>-efc<ef
+    construction>-ef<ef_search>``, ``auto<auto_min_descriptors>-<the ivf tag>``. With ``num_descriptors`` (one
+    map's index file) only the build settings of the index that map gets (:func:`resolve_index`): ``""`` for
+    flat, ``ivf<effective nlist>-s<seed>[-hnsw<M>]``, ``hnsw<M>-efc<ef_construction>``.
 
     Raises:
         ValueError: unknown ``conf['index']``.
     """
-    kind = conf.get("index", "flat")
+    conf = {**default_conf, **conf}
+    kind = conf["index"] if num_descriptors is None else resolve_index(conf, num_descriptors)
+    if kind not in INDEX_TYPES:
+        raise ValueError(f"index must be one of {INDEX_TYPES}, got {kind!r}")
+    hnsw_q = conf["ivf_quantizer"] == "hnsw"
     if kind == "flat":
         return ""
+    if kind == "auto":
+        return f"auto{int(conf['auto_min_descriptors'])}-{index_tag({**conf, 'index': 'ivf'})}"
     if kind == "ivf":
         if num_descriptors is not None:
-            return f"ivf{ivf_num_cells(num_descriptors, conf)}-s{int(conf['seed'])}"
-        return f"ivf{int(conf['ivf_nlist'])}-p{int(conf['ivf_nprobe'])}"
-    if kind == "hnsw":
-        build = f"hnsw{int(conf['hnsw_m'])}-efc{int(conf['hnsw_ef_construction'])}"
-        return build if num_descriptors is not None else f"{build}-ef{int(conf['hnsw_ef_search'])}"
-    raise ValueError(f"index must be one of {INDEX_TYPES}, got {kind!r}")
+            return f"ivf{ivf_num_cells(num_descriptors, conf)}-s{int(conf['seed'])}" + (
+                f"-hnsw{int(conf['hnsw_m'])}" if hnsw_q else "")
+        return f"ivf{int(conf['ivf_nlist'])}-p{int(conf['ivf_nprobe'])}" + (
+            f"-hnsw{int(conf['hnsw_m'])}-ef{int(conf['ivf_quantizer_ef'])}" if hnsw_q else "")
+    build = f"hnsw{int(conf['hnsw_m'])}-efc{int(conf['hnsw_ef_construction'])}"
+    return build if num_descriptors is not None else f"{build}-ef{int(conf['hnsw_ef_search'])}"
 
 
 def index_filename(map_path: str | Path, conf: Mapping, num_descriptors: int) -> Path:
     """Cache file of a map's approximate index, beside the map descriptor file:
     ``<map stem>-<point_descriptor>-<build settings>.faiss`` (:func:`index_tag`), e.g.
-    ``map-slice1-sift-n8192-pt0.0067-mean-ivf4096-s0.faiss``.
+    ``map-slice1-sift-n8192-pt0.0067-mean-ivf2564-s0-hnsw32.faiss``.
 
     Args:
         map_path: the map descriptor file (:mod:`reconstruction.sfm_map`).
@@ -263,7 +316,7 @@ def _cached_index(map_path: str, mtime_ns: int, conf_json: str) -> DescriptorInd
     conf = json.loads(conf_json)
     m = MapDescriptors.load(Path(map_path))
     num = len(np.unique(m.owner)) if conf["point_descriptor"] == "mean" else len(m.owner)
-    cache = None if conf.get("index", "flat") == "flat" else index_filename(map_path, conf, num)
+    cache = None if resolve_index(conf, num) == "flat" else index_filename(map_path, conf, num)
     return DescriptorIndex(m.descriptors, m.owner, conf["point_descriptor"], conf, cache, Path(map_path))
 
 

@@ -131,7 +131,7 @@ class TestMatchingStep:
     def test_match_resume_overwrite(self, inputs, tmp_path, count_calls):
         feature_path, maps, queries, expected = inputs
         out = tmp_path / matching.matches_filename(feature_path, matching.default_conf)
-        assert out.name == "matches-sift-test-mean-r0.9.h5"
+        assert out.name == "matches-sift-test-mean-r0.9-auto50000-ivf16384-p8-hnsw32-ef32.h5"  # flat for these maps
         calls = count_calls(matching.DescriptorIndex, "match")
         assert matching.main(matching.default_conf, queries, feature_path, maps, out) == out
         assert len(calls) == 2  # the failed query is skipped
@@ -192,7 +192,7 @@ class TestMatchingStep:
     def test_filename_of_default_features(self):
         conf = OmegaConf.create(matching.default_conf)
         assert (matching.matches_filename(features.feature_filename(features.default_conf), conf)
-                == "matches-sift-n8192-pt0.0067-mean-r0.9.h5")
+                == "matches-sift-n8192-pt0.0067-mean-r0.9-auto50000-ivf16384-p8-hnsw32-ef32.h5")
 
 
 class TestLabelStep:
