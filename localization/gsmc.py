@@ -271,6 +271,7 @@ class GSMCLocalizer(SemanticLocalizer):
     """P3P-RANSAC with minimal sets drawn by GSMC semantic consistency scores (all matches kept)."""
 
     default_conf = {**SemanticLocalizer.default_conf, "gsmc": default_conf}
+    weighted_sampling = True
 
     def __init__(self, conf, dataset, work_dir):
         super().__init__(conf, dataset, work_dir)

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 class StructureLocalizer(Localizer):
     """SIFT + faiss 2D-3D matching + P3P-RANSAC (ours, or pycolmap's for comparison)."""
 
+    weighted_sampling = False  # True: select_matches returns sampling weights, which only our RANSAC can use
+
     default_conf = {
         "features": feature_step.default_conf,
         "map": sfm_map.default_conf,
@@ -47,6 +49,9 @@ class StructureLocalizer(Localizer):
         self._maps: dict[str, np.ndarray] = {}
         if conf.ransac.estimator not in ("ours", "pycolmap"):
             raise ValueError(f"ransac.estimator must be 'ours' or 'pycolmap', got {conf.ransac.estimator!r}")
+        if conf.ransac.estimator == "pycolmap" and self.weighted_sampling:
+            raise ValueError(f"ransac.estimator=pycolmap cannot draw {type(self).__name__}'s weighted minimal sets "
+                             "(pycolmap's RANSAC samples uniformly): use ransac.estimator=ours")
 
     # ----------------------------------------------------------------------------------------------------- prepare
     def prepare(self, queries: list[ImageRecord] | None = None, engine=None) -> None:

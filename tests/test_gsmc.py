@@ -257,3 +257,18 @@ class TestWeightedSampling:
         np.testing.assert_allclose(gravity_in_camera(np.array(db), up), _look(0, -2) @ up, atol=1e-12)
         with pytest.raises(ValueError):
             gravity_in_camera(np.zeros((0, 3, 4)), up)
+
+
+def test_pycolmap_estimator_refuses_weights(tmp_path):
+    """pycolmap's RANSAC samples uniformly: GSMC with it is an error, not GSMC without its weights."""
+    from types import SimpleNamespace
+
+    from localization.localize import build_conf
+    from localization.ssmc import SSMCLocalizer
+
+    ds = SimpleNamespace(maps={})
+    over = ["localizer.ransac.estimator=pycolmap", "localizer.semantics.source=labels",
+            f"localizer.semantics.labels={tmp_path / 'labels.h5'}"]
+    with pytest.raises(ValueError, match="pycolmap cannot draw GSMCLocalizer's weighted minimal sets"):
+        gsmc.GSMCLocalizer(build_conf("gsmc", overrides=over).localizer, ds, tmp_path)
+    SSMCLocalizer(build_conf("ssmc", overrides=over).localizer, ds, tmp_path)  # no weights: allowed
