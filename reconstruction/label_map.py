@@ -6,7 +6,8 @@ label is the most frequent vote (ties: the smallest label **(ours)**), its confi
 number of votes. The visibility statistics GSMC and PFSL need are copied from the map descriptor file
 (:mod:`reconstruction.sfm_map`), so the labelled map's rows are the map file's rows: a match's ``point_idx``
 indexes both. ``cam_height`` adds the median height of the observing database cameras along the dataset's up
-axis (GSMC's camera-height prior).
+axis (GSMC's camera-height prior). :func:`main_maps` labels several maps on the parallel engine
+(:class:`fgsn.utils.parallel.Engine`, one task per map); this process alone writes the files.
 
 HDF5 schema of ``labelled-<map file stem>-<label source>.h5``:
 
