@@ -4,7 +4,9 @@ For every network (an FGSN checkpoint of some cluster count, with or without L_c
 semantic network, or a precomputed label file) and every semantic method, run segment -> label-map -> localize ->
 evaluate, plus one baseline run (P3P-RANSAC) without labels. All runs share one cache folder, so SIFT features,
 map descriptors and 2D-3D matches are computed once; each network's segmentation and labelled maps are cached
-by name (:mod:`reconstruction.semantics`); every run is resumable (``localize --resume``).
+by name (:mod:`reconstruction.semantics`); every run is resumable (``localize --resume``). With ``workers`` > 1
+or a ``scheduler`` (``--workers N`` / ``--scheduler ADDRESS``), one Dask engine (:class:`fgsn.utils.parallel.Engine`)
+serves every run's steps: segmentation, labelled maps, SIFT, map descriptors, matching and localization.
 
 Outputs in ``OUT``::
 
@@ -21,6 +23,7 @@ Outputs in ``OUT``::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -30,6 +33,7 @@ from omegaconf import OmegaConf
 
 from fgsn.utils.config import merge_config, save_config
 from fgsn.utils.logging import setup_logging
+from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 from fgsn.utils.plotting import pyplot, save_figure
 from localization import localize
 from localization.submission import read_results
@@ -47,7 +51,8 @@ default_conf = {
     "methods": ["ssmc", "gsmc"],  # semantic methods run with every network
     "networks": [],  # list of {name, checkpoint | labels, num_clusters, segment: {...}} (see docs/semantic.md)
     "columns": "groups+conditions",  # table columns: groups | conditions | groups+conditions
-    "workers": 1,  # localization processes
+    "workers": 1,  # processes of every parallel step (a local Dask cluster when > 1, shared by all runs)
+    "scheduler": None,  # address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); overrides workers
     "cache_dir": None,  # features / matches / labels cache shared by the runs; null = OUT/cache
     "seed": 0,  # base seed of the runs (each query's generator is seeded from (seed, query))
     "localizer": None,  # overrides for every method's localizer section, e.g. {ransac: {num_iterations: 2000}}
@@ -73,18 +78,20 @@ def _network_semantics(net) -> dict:
     return sem
 
 
-def run_method(conf, dataset, method: str, out_dir: Path, cache_dir: Path, semantics: dict | None) -> dict:
+def run_method(conf, dataset, method: str, out_dir: Path, cache_dir: Path, semantics: dict | None,
+               engine: Engine | None = None) -> dict:
     """Localize (resuming) and evaluate one method; ``semantics`` is its label source (None for P3P / APR).
 
-    Uses ``conf.workers``, ``conf.seed``, ``conf.localizer`` and ``conf.method_overrides``; returns ``eval.json``.
+    Uses ``conf.workers``, ``conf.scheduler``, ``conf.seed``, ``conf.localizer`` and ``conf.method_overrides``;
+    runs on ``engine`` when given (:func:`localization.localize.main`); returns ``eval.json``.
     """
-    extra = {"workers": conf.workers, "seed": conf.seed, "cache_dir": str(cache_dir)}
+    extra = {"workers": conf.workers, "scheduler": conf.scheduler, "seed": conf.seed, "cache_dir": str(cache_dir)}
     loc = OmegaConf.merge(OmegaConf.create(conf.localizer or {}),
                           OmegaConf.create((conf.method_overrides or {}).get(method) or {}))
     if semantics is not None:
         loc = OmegaConf.merge(loc, {"semantics": semantics})
     run_conf = localize.build_conf(method, extra={**extra, "localizer": OmegaConf.to_container(loc)})
-    sub = localize.main(run_conf, dataset, out_dir, resume=True)
+    sub = localize.main(run_conf, dataset, out_dir, resume=True, engine=engine)
     return evaluate.main(dataset, sub, out_dir)
 
 
@@ -199,12 +206,14 @@ def plot_recall_vs_clusters(ablation: dict, columns: str, path: Path) -> Path | 
     return save_figure(fig, path)
 
 
-def main(conf, out_dir: Path) -> dict:
+def main(conf, out_dir: Path, engine: Engine | None = None) -> dict:
     """Run the ablation (see module docstring) and write its tables and plot.
 
     Args:
         conf: see :data:`default_conf`.
         out_dir: output folder; rerunning resumes every run.
+        engine: where every run's parallel steps go (:class:`fgsn.utils.parallel.Engine`, left open); None: one
+            engine of ``conf.workers`` / ``conf.scheduler`` shared by all runs and closed at the end.
     Returns:
         The ``ablation.json`` dictionary: ``baseline`` {method, eval, inliers} and ``methods`` {method:
         {network: {num_clusters, eval, inliers}}}, ``inliers`` per condition from :func:`inlier_statistics`.
@@ -230,21 +239,23 @@ def main(conf, out_dir: Path) -> dict:
 
     ablation: dict = {"baseline": None, "methods": {}}
     raw: dict[str, int] = {}
-    if conf.baseline:
-        run_dir = out_dir / conf.baseline
-        ev = run_method(conf, dataset, conf.baseline, run_dir, cache, None)
-        res = read_results(run_dir / "results.jsonl")
-        raw = {n: r["num_matches"] for n, r in res.items()}
-        ablation["baseline"] = {"method": conf.baseline, "eval": ev, "inliers": inliers_per_condition(res, raw)}
-    for method in conf.methods:
-        ablation["methods"][method] = {}
-        for name, sem, k in nets:
-            run_dir = out_dir / name / method
-            logger.info("Ablation: %s with %s", method, name)
-            ev = run_method(conf, dataset, method, run_dir, cache, sem)
-            ablation["methods"][method][name] = {"num_clusters": k, "eval": ev,
-                                                 "inliers": inliers_per_condition(
-                                                     read_results(run_dir / "results.jsonl"), raw)}
+    # one engine for every run: a local cluster starts once, and the runs' steps share it
+    with Engine(int(conf.workers), conf.scheduler) if engine is None else contextlib.nullcontext(engine) as engine:
+        if conf.baseline:
+            run_dir = out_dir / conf.baseline
+            ev = run_method(conf, dataset, conf.baseline, run_dir, cache, None, engine)
+            res = read_results(run_dir / "results.jsonl")
+            raw = {n: r["num_matches"] for n, r in res.items()}
+            ablation["baseline"] = {"method": conf.baseline, "eval": ev, "inliers": inliers_per_condition(res, raw)}
+        for method in conf.methods:
+            ablation["methods"][method] = {}
+            for name, sem, k in nets:
+                run_dir = out_dir / name / method
+                logger.info("Ablation: %s with %s", method, name)
+                ev = run_method(conf, dataset, method, run_dir, cache, sem, engine)
+                ablation["methods"][method][name] = {"num_clusters": k, "eval": ev,
+                                                     "inliers": inliers_per_condition(
+                                                         read_results(run_dir / "results.jsonl"), raw)}
     (out_dir / "ablation.json").write_text(json.dumps(ablation, indent=2))
     (out_dir / "table.md").write_text(format_tables(ablation, conf.columns))
     plot_recall_vs_clusters(ablation, conf.columns, out_dir / "recall_vs_clusters.png")
@@ -257,10 +268,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. workers=2 methods=[ssmc]")
     parser.add_argument("--out", type=Path, help="output folder (default outputs/ablate/<config name>); give it "
                         "before CONFIG or after the overrides")
+    add_engine_arguments(parser)  # like --out: before CONFIG or after the overrides
 
 
 def run(args: argparse.Namespace) -> None:
-    conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides)
+    conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides, extra=engine_options(args))
     out = args.out or Path("outputs") / "ablate" / args.config.stem
     main(conf, out)
     print(f"Ablation finished: {out / 'table.md'}")

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from .data.image import resize_short_side
 from .utils.io import read_image
+from .utils.parallel import Engine, add_engine_arguments, engine_options
 from .models import PSPNet
 from .sliding import image_to_tensor, sliding_window
 
@@ -230,12 +231,13 @@ def _palette(k: int) -> np.ndarray:
 
 
 def main(conf, checkpoint: str | Path, images, out_path: str | Path, overwrite: bool = False,
-         overlay_dir: str | Path | None = None) -> Path:
-    """Load a checkpoint and segment images (see ``segment_images``)."""
+         overlay_dir: str | Path | None = None, engine=None) -> Path:
+    """Load a checkpoint and segment images (see ``segment_images``; ``engine``: its Dask workers, None: here)."""
     model = PSPNet.from_checkpoint(checkpoint)
     paths, names = list_images(images)
     conf = OmegaConf.merge(OmegaConf.create(default_conf), OmegaConf.create(dict(conf or {})))
-    out = segment_images(model, paths, out_path, names=names, conf=conf, overwrite=overwrite, overlay_dir=overlay_dir)
+    out = segment_images(model, paths, out_path, names=names, conf=conf, overwrite=overwrite, overlay_dir=overlay_dir,
+                         engine=engine)
     with h5py.File(out, "a") as f:
         f.attrs["checkpoint"] = str(checkpoint)
     return out
@@ -246,7 +248,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, help="image folder (recursive) or text file listing images")
     parser.add_argument("--out", required=True, help="output HDF5 file, e.g. labels-fgsn-k100.h5")
     parser.add_argument("--overwrite", action="store_true", help="recompute images already in the file")
-    parser.add_argument("--overlay-dir", default=None, help="write colourised overlay PNGs to this folder")
+    parser.add_argument("--overlay-dir", default=None, help="write colourised overlay PNGs to this folder "
+                        "(serial runs only)")
+    add_engine_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the inference config, e.g. resize_short=512")
 
 
@@ -256,6 +260,8 @@ def run(args) -> int:
 
     setup_logging()
     conf = merge_config(default_conf, overrides=args.overrides)
-    out = main(conf, args.checkpoint, args.images, args.out, overwrite=args.overwrite, overlay_dir=args.overlay_dir)
+    with Engine(**engine_options(args)) as engine:
+        out = main(conf, args.checkpoint, args.images, args.out, overwrite=args.overwrite,
+                   overlay_dir=args.overlay_dir, engine=engine)
     print(out)
     return 0

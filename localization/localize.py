@@ -13,16 +13,18 @@ A run killed at any point and restarted with ``--resume`` localizes only the que
 ``results.jsonl``; every query's random generator is seeded from (``seed``, query key), so the final
 submission does not depend on interruptions, on ``--workers`` or on the order of the queries.
 
-Parallel runs use Dask distributed (:class:`fgsn.utils.parallel.Engine`, one per run, shared by the steps): ``--scheduler ADDRESS`` sends batches of queries to
-an existing cluster (``dask scheduler`` + ``dask worker``, or dask-jobqueue); without it, ``--workers N`` > 1
-starts a local cluster of N single-threaded worker processes. Only this process (the client) writes
-``results.jsonl``, as batches complete; a worker that dies loses only its running batch, which the scheduler
-runs again elsewhere, so every query is written once. Assumptions: the workers see the dataset and the cache
-folder at the same paths (a shared filesystem) and have this package installed.
+Parallel runs use Dask distributed (:class:`fgsn.utils.parallel.Engine`, one per run and shared by its steps, or
+the caller's, shared by several runs): ``--scheduler ADDRESS`` sends batches of queries to an existing cluster
+(``dask scheduler`` + ``dask worker``, or dask-jobqueue); without it, ``--workers N`` > 1 starts a local cluster of
+N single-threaded worker processes. Only this process (the client) writes ``results.jsonl``, as batches complete;
+a worker that dies loses only its running batch, which the scheduler runs again elsewhere, so every query is
+written once. Assumptions: the workers see the dataset and the cache folder at the same paths (a shared
+filesystem) and have this package installed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from fgsn.utils.config import merge_config, save_config
 from fgsn.utils.logging import setup_logging
-from fgsn.utils.parallel import Engine
+from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 from fgsn.utils.registry import lookup
 from fgsn.utils.seeding import keyed_rng
 from reconstruction.datasets import SeasonsDataset, load_dataset, parse_slices
@@ -95,7 +97,8 @@ def _run_batch(localizer: Localizer, queries: Sequence, seed: int) -> list[tuple
 _EXECUTION_KEYS = ("workers", "scheduler", "batch_size")  # how a run is executed, not what it computes
 
 
-def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
+def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, overwrite: bool = False,
+         engine: Engine | None = None) -> Path:
     """Localize every query of ``dataset`` and write results, submission and failure list to ``out_dir``.
 
     Args:
@@ -105,6 +108,9 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
         resume: continue a previous run in ``out_dir`` (its saved config must match ``conf``; keys the saved
             config lacks, added to the defaults later, count with their default values).
         overwrite: discard previous results in ``out_dir``.
+        engine: run every parallel step there (:class:`fgsn.utils.parallel.Engine`, left open for the caller's
+            next run, e.g. ``fgsn-loc ablate``'s); None: an engine of ``conf.workers`` / ``conf.scheduler`` for
+            this run alone.
     Returns:
         Path of ``submission.txt``.
     Raises:
@@ -134,7 +140,7 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
     localizer = get_localizer_class(conf.method)(conf.localizer, dataset, cache_dir)
     done = sub.read_results(results_path, repair=True)
     todo = [q for q in dataset.queries if q.name not in done]
-    with Engine(int(conf.workers), conf.scheduler) as engine:
+    with Engine(int(conf.workers), conf.scheduler) if engine is None else contextlib.nullcontext(engine) as engine:
         localizer.prepare(todo, engine)
         _localize_all(localizer, todo, engine, conf, results_path)
     return finalize(dataset, results_path, out_dir)
@@ -142,7 +148,7 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
 
 def _localize_all(localizer: Localizer, todo: list, engine: Engine, conf, results_path: Path) -> None:
     logger.info("Localizing %d queries with %s, %s.", len(todo), conf.method,
-                f"Dask ({conf.scheduler or f'{conf.workers} local workers'})" if engine.parallel else "1 process")
+                f"Dask ({engine.scheduler or f'{engine.workers} local workers'})" if engine.parallel else "1 process")
     with open(results_path, "a") as f:
         bar = tqdm(total=len(todo), desc=f"localize ({conf.method})", unit="query", disable=None)
         # one writer (this process), results appended and fsync'ed as they come
@@ -178,8 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices", help="CMU slices, e.g. 2,3,4 (default: all present)")
     parser.add_argument("--method", default=default_conf["method"], choices=sorted(METHODS))
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: config, 1)")
-    parser.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    add_engine_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--overwrite", action="store_true", help="discard previous results in --out")
     parser.add_argument("--config", type=Path, help="YAML configuration")
@@ -188,11 +193,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    extra = {}
-    if args.workers is not None:
-        extra["workers"] = args.workers
-    if args.scheduler:
-        extra["scheduler"] = args.scheduler
+    extra = engine_options(args)
     if args.checkpoint is not None:
         extra["localizer"] = {"checkpoint": str(args.checkpoint)}
     conf = build_conf(args.method, args.config, args.overrides, extra)

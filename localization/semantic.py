@@ -4,7 +4,8 @@ labelled maps.
 :meth:`SemanticLocalizer.prepare` runs the structure-based stages (SIFT, map descriptors, 2D-3D matches; shared
 with ``--method p3p`` through the cache names), then runs the label step on every database and query image with the configured
 label source (:func:`reconstruction.semantics.main`: an FGSN / PSPNet checkpoint or a precomputed label file) and
-the labelled map step on each map (:func:`reconstruction.label_map.main`). Subclasses use :meth:`labelled_map` and :meth:`label_reader` in
+the labelled map step on each map (:func:`reconstruction.label_map.main_maps`), every step on the run's
+engine. Subclasses use :meth:`labelled_map` and :meth:`label_reader` in
 ``select_matches`` / ``localize``; both load lazily, once per process, so the localizer stays picklable.
 """
 from __future__ import annotations
@@ -45,13 +46,13 @@ class SemanticLocalizer(StructureLocalizer):
 
     def prepare(self, queries: list[ImageRecord] | None = None, engine=None) -> None:
         """The structure-based steps, then the label step (database images and readable queries) and the
-        labelled map step per map."""
+        labelled map step (one task per map), all on ``engine`` when given (:class:`fgsn.utils.parallel.Engine`)."""
         super().prepare(queries, engine)
         ds, c = self.dataset, self.conf
         records = ds.database + [q for q in ds.queries if q.key not in self.bad_images]
         semantics.main(c.semantics, [(r.key, r.path) for r in records], self.labels_path, engine=engine)
-        for map_id, path in self.labelled_map_paths.items():
-            label_map.main(c.label_map, ds, map_id, self.labels_path, self.map_paths[map_id], path)
+        label_map.main_maps(c.label_map, ds, self.labels_path, self.map_paths, self.labelled_map_paths,
+                            engine=engine)
 
     def labelled_map(self, map_id: str) -> LabelledMap:
         """The labelled map of ``map_id`` (rows aligned with :meth:`map_points`), loaded once per process."""

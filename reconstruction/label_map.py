@@ -6,7 +6,8 @@ label is the most frequent vote (ties: the smallest label **(ours)**), its confi
 number of votes. The visibility statistics GSMC and PFSL need are copied from the map descriptor file
 (:mod:`reconstruction.sfm_map`), so the labelled map's rows are the map file's rows: a match's ``point_idx``
 indexes both. ``cam_height`` adds the median height of the observing database cameras along the dataset's up
-axis (GSMC's camera-height prior).
+axis (GSMC's camera-height prior). :func:`main_maps` labels several maps on the parallel engine
+(:class:`fgsn.utils.parallel.Engine`, one task per map); this process alone writes the files.
 
 HDF5 schema of ``labelled-<map file stem>-<label source>.h5``:
 
@@ -26,14 +27,15 @@ import argparse
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Mapping
 
 import h5py
 import numpy as np
 
-from fgsn.utils.io import atomic_path
+from fgsn.utils.io import write_h5_atomic
+from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 
 from .datasets import SeasonsDataset
-
 from .records import DatasetError
 from .camera import from_colmap_pixels
 from .geometry import camera_center, horizontal_basis
@@ -126,7 +128,7 @@ def group_median(groups: np.ndarray, values: np.ndarray, num_groups: int) -> np.
 
 
 def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path: Path, out_path: Path,
-         overwrite: bool = False) -> Path:
+         overwrite: bool = False, engine: Engine | None = None) -> Path:
     """Label every point of one map by majority vote of the database segmentations at its observations.
 
     Args:
@@ -135,19 +137,62 @@ def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path
         map_id: which map.
         labels_path: label file holding every database image of the map (:mod:`reconstruction.semantics`).
         map_path: the map descriptor file of :mod:`reconstruction.sfm_map` (rows and visibility statistics).
-        out_path: the labelled map file to write.
+        out_path: the labelled map file to write (kept when it exists with the dataset's up axis, unless
+            ``overwrite``).
+        engine: compute on a Dask worker (:class:`fgsn.utils.parallel.Engine`), see :func:`main_maps`; None: here.
     Returns:
         ``out_path``.
     Raises:
         DatasetError: the model is missing, or a database image has no labels (names the file and image).
     """
-    out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        with h5py.File(out_path, "r") as f:
-            cached_up = f.attrs.get("up")
-        if cached_up is not None and np.allclose(cached_up, dataset.up):
-            return out_path
-        logger.warning("%s was made with another up axis (%s, now %s): relabelling.", out_path, cached_up, dataset.up)
+    return main_maps(conf, dataset, labels_path, {map_id: Path(map_path)}, {map_id: Path(out_path)}, overwrite,
+                     engine)[map_id]
+
+
+def main_maps(conf, dataset: SeasonsDataset, labels_path: Path, map_paths: Mapping[str, Path],
+              out_paths: Mapping[str, Path], overwrite: bool = False, engine: Engine | None = None) -> dict[str, Path]:
+    """:func:`main` for several maps, one task per map on ``engine`` (:class:`fgsn.utils.parallel.Engine`): the
+    workers read the model, label and map files and vote, this process alone writes each labelled map's file
+    (atomically) as its task completes. Same files as :func:`main` in one process.
+
+    Args:
+        map_paths: map id -> map descriptor file (:mod:`reconstruction.sfm_map`).
+        out_paths: map id -> labelled map file to write; a map whose file exists with the dataset's up axis is
+            skipped unless ``overwrite``.
+    Returns:
+        ``out_paths`` as a dict.
+    """
+    todo = [m for m, p in out_paths.items() if overwrite or not _is_current(Path(p), dataset.up)]
+    shared = (conf, dataset, str(labels_path), {m: str(map_paths[m]) for m in todo})
+    for map_id, arrays in (engine or Engine()).imap(_compute_batch, todo, shared, 1):
+        label, confidence = arrays["label"], arrays["confidence"]
+        ok = label >= 0
+        logger.info("Labelled map %s: %d / %d points labelled, median confidence %.2f, %d labels used.", map_id,
+                    int(ok.sum()), len(label), float(np.median(confidence[ok])) if ok.any() else 0.0,
+                    len(np.unique(label[ok])))
+        write_h5_atomic(out_paths[map_id], arrays)
+    return dict(out_paths)
+
+
+def _is_current(out_path: Path, up) -> bool:
+    """``out_path`` exists and was made with the up axis ``up`` (else it is relabelled, with a warning)."""
+    if not out_path.exists():
+        return False
+    with h5py.File(out_path, "r") as f:
+        cached_up = f.attrs.get("up")
+    if cached_up is not None and np.allclose(cached_up, up):
+        return True
+    logger.warning("%s was made with another up axis (%s, now %s): relabelling.", out_path, cached_up, up)
+    return False
+
+
+def _compute_batch(shared, map_ids: list[str]) -> list[tuple[str, dict]]:
+    conf, dataset, labels_path, map_paths = shared
+    return [(m, _compute(conf, dataset, m, Path(labels_path), Path(map_paths[m]))) for m in map_ids]
+
+
+def _compute(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path: Path) -> dict:
+    """The arrays and attributes (``attrs``) of one labelled map's file (schema in the module docstring)."""
     rec = load_reconstruction(dataset, map_id)
     records = database_records_by_image(dataset, map_id, rec)
     reader = LabelReader(labels_path)
@@ -175,20 +220,9 @@ def main(conf, dataset: SeasonsDataset, map_id: str, labels_path: Path, map_path
     label, confidence, votes = vote(rows_all, labels_all, M, reader.num_classes)
     label[votes < int(conf["min_votes"])] = -1
     cam_height = group_median(rows_all, np.concatenate(heights_all) if heights_all else np.zeros(0), M)
-    logger.info("Labelled map %s: %d / %d points labelled, median confidence %.2f, %d labels used.", map_id,
-                int((label >= 0).sum()), M, float(np.median(confidence[label >= 0])) if (label >= 0).any() else 0.0,
-                len(np.unique(label[label >= 0])))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
-        f["xyz"] = stats["xyz"]
-        f["label"] = label
-        f["confidence"] = confidence
-        f["track_length"] = votes
-        for k in ("d_min", "d_max", "view_dir", "view_spread"):
-            f[k] = stats[k]
-        f["cam_height"] = cam_height
-        f.attrs.update(map_id=map_id, num_classes=reader.num_classes, labels=str(labels_path), up=up)
-    return out_path
+    return {"xyz": stats["xyz"], "label": label, "confidence": confidence, "track_length": votes,
+            **{k: stats[k] for k in ("d_min", "d_max", "view_dir", "view_spread")}, "cam_height": cam_height,
+            "attrs": {"map_id": map_id, "num_classes": reader.num_classes, "labels": str(labels_path), "up": up}}
 
 
 def label_colors(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -235,7 +269,8 @@ def render_picture(lmap: LabelledMap, path: Path, up: np.ndarray = (0, 0, 1), ma
     return save_figure(fig, path)
 
 
-def label_dataset(conf, dataset: SeasonsDataset, out_dir: Path, overwrite: bool = False) -> dict[str, Path]:
+def label_dataset(conf, dataset: SeasonsDataset, out_dir: Path, overwrite: bool = False,
+                  engine: Engine | None = None) -> dict[str, Path]:
     """Features, map descriptors, database segmentation and labelled map of every map of ``dataset``, plus a
     ``.ply`` and a picture per map (what ``fgsn-loc label-map`` runs; the semantic localizers do the same in
     their ``prepare``).
@@ -244,6 +279,10 @@ def label_dataset(conf, dataset: SeasonsDataset, out_dir: Path, overwrite: bool 
         conf: keys ``features``, ``map``, ``semantics``, ``label_map`` (see :data:`cli_conf`).
         dataset: the dataset.
         out_dir: output folder; caches go to ``out_dir/cache``.
+        overwrite: recompute the labelled maps (the caches are kept).
+        engine: run every step on its Dask workers (:class:`fgsn.utils.parallel.Engine`): features and labels
+            per batch of images, map descriptors and labelled maps one task per map; this process writes every
+            file. None: all in this process.
     Returns:
         map_id -> labelled map path.
     """
@@ -253,18 +292,18 @@ def label_dataset(conf, dataset: SeasonsDataset, out_dir: Path, overwrite: bool 
     out_dir = Path(out_dir)
     cache = out_dir / "cache"
     feature_path = cache / feature_step.feature_filename(conf.features)
-    feature_step.main(conf.features, [(r.key, r.path) for r in dataset.database], feature_path)
+    feature_step.main(conf.features, [(r.key, r.path) for r in dataset.database], feature_path, engine=engine)
     labels_path = semantics.main(conf.semantics, [(r.key, r.path) for r in dataset.database],
-                                 semantics.labels_path(conf.semantics, cache))
-    out = {}
-    for map_id in dataset.maps:
-        map_path = cache / sfm_map.map_filename(map_id, feature_path.name)
-        sfm_map.main(conf.map, dataset, map_id, feature_path, map_path)
-        name = labelled_map_filename(map_path, semantics.source_name(conf.semantics))
-        out[map_id] = main(conf.label_map, dataset, map_id, labels_path, map_path, out_dir / name, overwrite=overwrite)
-        lmap = LabelledMap.load(out[map_id])
-        export_ply(lmap, out[map_id].with_suffix(".ply"))
-        render_picture(lmap, out[map_id].with_suffix(".png"), dataset.up)
+                                 semantics.labels_path(conf.semantics, cache), engine=engine)
+    map_paths = {m: cache / sfm_map.map_filename(m, feature_path.name) for m in dataset.maps}
+    sfm_map.main_maps(conf.map, dataset, feature_path, map_paths, engine=engine)
+    name = semantics.source_name(conf.semantics)
+    out = main_maps(conf.label_map, dataset, labels_path, map_paths,
+                    {m: out_dir / labelled_map_filename(p, name) for m, p in map_paths.items()}, overwrite, engine)
+    for map_id, path in out.items():
+        lmap = LabelledMap.load(path)
+        export_ply(lmap, path.with_suffix(".ply"))
+        render_picture(lmap, path.with_suffix(".png"), dataset.up)
     return out
 
 
@@ -284,6 +323,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (cache, labelled maps, .ply, .png)")
     parser.add_argument("--config", type=Path, help="YAML configuration (features, map, semantics, label_map)")
     parser.add_argument("--overwrite", action="store_true", help="recompute the labelled maps")
+    add_engine_arguments(parser)
     parser.add_argument("overrides", nargs="*",
                         help="key=value overrides, e.g. semantics.checkpoint=CKPT semantics.segment.resize_short=160")
 
@@ -298,5 +338,7 @@ def run(args: argparse.Namespace) -> None:
     save_config(conf, args.out / "config.yaml")
     setup_logging(args.out / "log.txt")
     dataset = load_dataset(args.dataset, args.root, parse_slices(args.slices))
-    for map_id, path in label_dataset(conf, dataset, args.out, overwrite=args.overwrite).items():
+    with Engine(**engine_options(args)) as engine:
+        out = label_dataset(conf, dataset, args.out, overwrite=args.overwrite, engine=engine)
+    for map_id, path in out.items():
         print(f"{map_id}: {path} (+ .ply, .png)")

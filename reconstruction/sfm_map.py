@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 
-from fgsn.utils.io import atomic_path
+from fgsn.utils.io import write_h5_atomic
 from fgsn.utils.parallel import Engine
 
 from .camera import from_colmap_pixels
@@ -143,7 +143,7 @@ def main_maps(conf, dataset: SeasonsDataset, feature_path: Path, out_paths: Mapp
     """
     todo = [m for m, p in out_paths.items() if overwrite or not Path(p).exists()]
     for map_id, arrays in (engine or Engine()).imap(_compute_batch, todo, (conf, dataset, str(feature_path)), 1):
-        _write(Path(out_paths[map_id]), arrays)
+        write_h5_atomic(out_paths[map_id], arrays)
     return dict(out_paths)
 
 
@@ -191,16 +191,6 @@ def _compute(conf, dataset: SeasonsDataset, map_id: str, feature_path: Path) -> 
     return {"xyz": xyz, "point3D_ids": point_ids, "descriptors": np.concatenate(descs),
             "owner": np.concatenate(owners).astype(np.int32), **stats,
             "attrs": {"map_id": map_id, "num_images": len(records)}}
-
-
-def _write(out_path: Path, arrays: dict) -> Path:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
-        for k, v in arrays.items():
-            if k != "attrs":
-                f[k] = v
-        f.attrs.update(arrays["attrs"])
-    return out_path
 
 
 def _visibility_stats(rec, point_ids: np.ndarray, xyz: np.ndarray, centers: dict[int, np.ndarray]) -> dict[str, np.ndarray]:

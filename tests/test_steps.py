@@ -274,7 +274,7 @@ def test_parallel_features_equal_serial(tmp_path):
 
 def test_map_and_labelled_map_steps(semantic_demo, tmp_path):
     """The map descriptor step from a feature file, the labelled map step from the label and map files: each
-    alone, resumed (file untouched) and overwritten (same contents)."""
+    alone, resumed (file untouched) and overwritten (same contents), and on a 2-worker engine (the same files)."""
     data, _, labels = semantic_demo
     ds = load_dataset("cmu", data)
     (map_id,) = ds.maps
@@ -301,13 +301,18 @@ def test_map_and_labelled_map_steps(semantic_demo, tmp_path):
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
     np.testing.assert_array_equal(sfm_map.MapDescriptors.load(map_path).descriptors, m.descriptors)
     np.testing.assert_array_equal(LabelledMap.load(out).label, lmap.label)
-    # the maps on a 2-worker engine: the same file contents
+    # the map descriptors and the labelled map on a 2-worker engine: the same file contents
     from fgsn.utils.parallel import Engine
 
     with Engine(workers=2) as engine:
         par = sfm_map.main_maps(sfm_map.default_conf, ds, feature_path, {map_id: tmp_path / "par.h5"}, engine=engine)
-    a, b = _h5_contents(map_path), _h5_contents(par[map_id])
-    assert sorted(a) == sorted(b) and a["attrs"] == b["attrs"]
-    for k in a:
-        if k != "attrs":
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        par_labelled = label_map.main_maps(conf, ds, labels, par, {map_id: tmp_path / "par-labelled.h5"},
+                                           engine=engine)
+    for serial_path, par_path in ((map_path, par[map_id]), (out, par_labelled[map_id])):
+        a, b = _h5_contents(serial_path), _h5_contents(par_path)
+        assert sorted(a) == sorted(b) and a["attrs"].keys() == b["attrs"].keys()
+        for k in a:
+            if k != "attrs":
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        for k in a["attrs"]:
+            np.testing.assert_array_equal(a["attrs"][k], b["attrs"][k], err_msg=k)

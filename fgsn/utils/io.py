@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -69,3 +69,23 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_h5_atomic(path: str | Path, arrays: Mapping[str, Any]) -> Path:
+    """Write an HDF5 file of datasets atomically (:func:`atomic_path`), creating its folder; returns ``path``.
+
+    Args:
+        path: the file to write.
+        arrays: dataset name -> array, in the order they are created; the key ``attrs`` (a mapping) holds the
+            file attributes instead.
+    """
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for k, v in arrays.items():
+            if k != "attrs":
+                f[k] = v
+        f.attrs.update(arrays.get("attrs", {}))
+    return path

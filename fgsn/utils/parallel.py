@@ -9,9 +9,14 @@ scheduler runs again elsewhere (Dask's retry), so every item is yielded once.
 
 Assumptions for a cluster: the workers have this package installed and see the inputs (dataset, caches) at the
 same paths as the client (a shared filesystem).
+
+Every command that runs a parallel step takes the same options, ``--workers N`` and ``--scheduler ADDRESS``
+(:func:`add_engine_arguments`); :func:`engine_options` turns the given ones into ``Engine`` keyword arguments
+(or configuration keys of the same names).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Any, Callable, Iterator, Sequence
 
@@ -77,7 +82,9 @@ class Engine:
 
         client = self.client()
         step = max(1, min(int(batch_size), -(-len(items) // (4 * self.num_workers()))))
-        shared_f = client.scatter(shared, broadcast=True)
+        # a fresh key (no content hash): an earlier call's scatter of an equal object may still be being released,
+        # and its key would be lost under this call's tasks ("lost dependencies")
+        shared_f = client.scatter(shared, broadcast=True, hash=False)
         futures = [client.submit(fn, shared_f, items[i:i + step], pure=False) for i in range(0, len(items), step)]
         for future in as_completed(futures):
             yield from future.result()
@@ -95,3 +102,22 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--workers N`` and ``--scheduler ADDRESS`` (both default None: the config's value, or serial)."""
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel processes, a local Dask cluster when > 1 (default: config, 1)")
+    parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. "
+                        "tcp://10.0.0.5:8786 (overrides --workers)")
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`add_engine_arguments` that were given, as :class:`Engine` keyword arguments (also
+    the configuration keys ``workers`` / ``scheduler`` of ``fgsn-loc localize`` and ``ablate``)."""
+    opts: dict[str, Any] = {}
+    if args.workers is not None:
+        opts["workers"] = int(args.workers)
+    if args.scheduler:
+        opts["scheduler"] = args.scheduler
+    return opts
