@@ -146,10 +146,10 @@ class TestAutoIndexAndNeighbours:
         np.testing.assert_array_equal(m["point_idx"], points[order[keep, 0]])
         assert 20 < keep.sum() < 180
 
-    def test_hnsw_quantizer_builds_repeat(self):
+    def test_flat_quantizer_builds_repeat(self):
         import faiss
 
         db, owner, _ = _separated(np.random.default_rng(6), num_points=400)
-        conf = {**default_conf, "index": "ivf", "ivf_nlist": 8}
+        conf = {**default_conf, "index": "ivf", "ivf_nlist": 8, "ivf_quantizer": "flat"}
         a, b = (DescriptorIndex(db, owner, "all", conf).index for _ in range(2))
         assert bytes(faiss.serialize_index(a)) == bytes(faiss.serialize_index(b))

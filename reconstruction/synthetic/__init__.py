@@ -62,6 +62,8 @@ lit windows, lamp glows, sensor noise).
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import logging
 import math
 from datetime import datetime, timezone
@@ -69,6 +71,8 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+
+from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 
 from .camera import SynthCamera
 from .conditions import CONDITIONS, _frame_rng, render_view
@@ -209,13 +213,36 @@ def slice_scene(conf: DictConfig, slice_id: int) -> tuple[dict, Scene]:
     return plan, build_scene(conf.scene, plan["x_range"], seed=seed)
 
 
-def main(conf: DictConfig | dict, out_dir: Path, overwrite: bool = False) -> Path:
+@functools.lru_cache(maxsize=1)
+def _worker_scene(conf_json: str, slice_id: int) -> tuple[SynthCamera, Scene, int]:
+    """The camera, scene and seed of one slice, built once per process (deterministic from the seed)."""
+    conf = OmegaConf.create(json.loads(conf_json))
+    return SynthCamera.from_conf(conf.camera), slice_scene(conf, slice_id)[1], int(conf.seed)
+
+
+def _render_batch(shared: tuple[str, int], batch: list) -> list[tuple[str, str, np.ndarray, np.ndarray | None]]:
+    """(split, image name, BGR image, class map or None) of each (split, condition, frame index, name,
+    cam_from_world) job of ``batch`` (worker side of :func:`main`)."""
+    conf_json, slice_id = shared
+    cam, scene, seed = _worker_scene(conf_json, slice_id)
+    semantics = json.loads(conf_json)["write_semantics"]
+    out = []
+    for split, cond, k, name, T in batch:
+        r = render_view(scene, cam, T, cond, _frame_rng(seed, slice_id, cond, k))
+        out.append((split, name, r["image"], r["labels"] if semantics else None))
+    return out
+
+
+def main(conf: DictConfig | dict, out_dir: Path, overwrite: bool = False, engine: Engine | None = None) -> Path:
     """Generate the synthetic dataset into ``out_dir`` (layout in the module docstring).
 
     Args:
         conf: configuration (merged with ``default_conf``; unknown keys raise ``ValueError``).
         out_dir: dataset root (gets ``intrinsics.txt``, ``sliceN/``, ``correspondence/``, ``config.yaml``).
         overwrite: re-render images that already exist (otherwise they are kept; text files are rewritten).
+        engine: render the images on its Dask workers (:class:`fgsn.utils.parallel.Engine`; each worker builds
+            the slice's scene from the seed, this process writes every file); the same files as serially. None:
+            here.
     Returns:
         ``out_dir``.
     """
@@ -254,15 +281,15 @@ def main(conf: DictConfig | dict, out_dir: Path, overwrite: bool = False) -> Pat
 
         jobs = [("database", "reference", k, n, T) for k, (n, T) in enumerate(plan["database"])]
         jobs += [("query", c, k, n, T) for c, fr in plan["queries"].items() for k, (n, T) in enumerate(fr)]
-        for split, cond, k, name, T in tqdm(jobs, desc=f"slice{slice_id} images"):
-            ip = sdir / split / name
-            sp = sdir / "semantics" / split / (Path(name).stem + ".png")
-            if ip.exists() and (sp.exists() or not conf.write_semantics) and not overwrite:
-                continue
-            r = render_view(scene, cam, T, cond, _frame_rng(conf.seed, slice_id, cond, k))
-            _write_image(ip, r["image"], q)
-            if conf.write_semantics:
-                _write_image(sp, r["labels"], q)
+        sem = {n: sdir / "semantics" / split / (Path(n).stem + ".png") for split, _, _, n, _ in jobs}
+        todo = [j for j in jobs if overwrite or not (sdir / j[0] / j[3]).exists()
+                or (conf.write_semantics and not sem[j[3]].exists())]
+        shared = (json.dumps(OmegaConf.to_container(conf), sort_keys=True), slice_id)
+        rendered = (engine or Engine()).imap(_render_batch, todo, shared, batch_size=4)
+        for split, name, image, labels in tqdm(rendered, total=len(todo), desc=f"slice{slice_id} images"):
+            _write_image(sdir / split / name, image, q)  # atomic: a killed run leaves whole images only
+            if labels is not None:
+                _write_image(sem[name], labels, q)
 
         if conf.write_correspondences:
             _write_slice_correspondences(conf, out_dir, slice_id, scene, cam, plan, sdir, overwrite)
@@ -277,6 +304,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML file with keys of default_conf")
     parser.add_argument("--overwrite", action="store_true", help="re-render images that already exist")
     parser.add_argument("dotlist", nargs="*", help="overrides key=value, e.g. trajectory.n_database=100")
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -285,5 +313,6 @@ def run(args: argparse.Namespace) -> int:
 
     conf = merge_config(default_conf, yaml_path=args.config, overrides=args.dotlist)
     setup_logging(Path(args.out) / "log.txt")
-    main(conf, args.out, overwrite=args.overwrite)
+    with Engine(**engine_options(args)) as engine:
+        main(conf, args.out, overwrite=args.overwrite, engine=engine)
     return 0

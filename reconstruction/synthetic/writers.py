@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fgsn.utils.io import atomic_path
+
 from ..geometry import rotmat_to_qvec
 from .camera import SynthCamera
 from .conditions import _frame_rng, render_view
@@ -28,10 +30,13 @@ def _write_lines(path: Path, lines: list[str], header: list[str] = ()) -> None:
 
 
 def _write_image(path: Path, img: np.ndarray, quality: int) -> None:
+    """Encode ``img`` by ``path``'s suffix (JPEG at ``quality``, or PNG) and write it atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok = cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if path.suffix == ".jpg" else [])
+    ok, buf = cv2.imencode(path.suffix, img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if path.suffix == ".jpg" else [])
     if not ok:
-        raise OSError(f"Could not write {path}")
+        raise OSError(f"Could not encode {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
 
 
 def _write_correspondence(path: Path, im_i: str, im_j: str, pt_i: np.ndarray, pt_j: np.ndarray, wh) -> None:
