@@ -112,17 +112,16 @@ def _localizers(args, ds) -> dict:
     return out
 
 
-def _grown_map(lm: LabelledMap, point_rows: np.ndarray, size: int, rng_seed: int) -> tuple[LabelledMap, np.ndarray]:
+def _grown_map(lm: LabelledMap, point_rows: np.ndarray, size: int, rng_seed: int) -> LabelledMap:
     """The labelled map's rows ``point_rows`` (the real points, in descriptor order) grown to ``size`` points as in
-    :func:`bench_matching.grow` (same generator, so row i >= len(point_rows) copies the same source point);
-    returns the grown map and the source row of every point."""
+    :func:`bench_matching.grow` (same generator, so row i >= len(point_rows) copies the same source point)."""
     n = len(point_rows)
     src = np.concatenate([point_rows, point_rows[np.random.default_rng(rng_seed).integers(0, n, size - n)]])
     arrays = {k: getattr(lm, k)[src] for k in ("xyz", "label", "confidence", "track_length", "d_min", "d_max",
                                                  "view_dir", "view_spread", "cam_height")}
     arrays["xyz"] = arrays["xyz"].astype(np.float64).copy()
     arrays["xyz"][n:, 0] += FAR_M * (1 + np.arange(size - n) % 7)
-    return LabelledMap(**arrays, num_classes=lm.num_classes), src
+    return LabelledMap(**arrays, num_classes=lm.num_classes)
 
 
 def _one_size(args_dict: dict, size: int) -> dict:
@@ -138,7 +137,7 @@ def _one_size(args_dict: dict, size: int) -> dict:
     real, point_rows = matching.mean_point_descriptors(m.descriptors, m.owner)
     # the generator of grow() draws the sources first: the same seed gives the same sources in _grown_map
     x, _ = grow(real, size, np.random.default_rng(0))
-    lmap, _ = _grown_map(locs["ssmc"].labelled_map(map_id), point_rows, size, 0)
+    lmap = _grown_map(locs["ssmc"].labelled_map(map_id), point_rows, size, 0)
     queries = _queries(ds, map_id, args.queries)
     feats = [feature_step.read_features(base.feature_path, q.key) for q in queries]
     mconf = {**build_conf("p3p").localizer.matching}
@@ -186,7 +185,7 @@ def _one_size(args_dict: dict, size: int) -> dict:
     out["exact_inliers"] = total
     # localization from the matches of the index one would use at this size (exact_res is complete up to 10^5)
     used = exact_res if size <= 10_000 else approx_res
-    out["methods"] = _localize(locs, queries, feats, dict(zip([q.key for q in queries], used)), lmap, map_id)
+    out["methods"] = _localize(locs, queries, feats, dict(zip([q.key for q in queries], used)), lmap)
     if size == args.parallel_size:
         out["speedup_2"] = _two_workers((x, cache, aconf, queries, feats, lmap.xyz))
     out["peak_rss_gb"] = _peak_rss_gb()
@@ -208,7 +207,7 @@ def _as_matches(q, f, r, xyz) -> dict:
             "point_idx": r["point_idx"], "query_idx": r["query_idx"]}
 
 
-def _localize(locs: dict, queries, feats, results: dict, lmap: LabelledMap, map_id: str) -> dict:
+def _localize(locs: dict, queries, feats, results: dict, lmap: LabelledMap) -> dict:
     """Seconds per query (filter + RANSAC, median) and recall of every method on the given matches."""
     import torch
 
