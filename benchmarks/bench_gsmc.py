@@ -1,7 +1,8 @@
-"""GSMC's cost on CPU (full and reduced modes) against SSMC's, and the reduced mode's accuracy cost.
+"""GSMC's cost on CPU (full and reduced modes, and the full mode's brute-force reference) against SSMC's, and
+the reduced mode's accuracy cost.
 
     python benchmarks/bench_gsmc.py [--root ../shared/data/seasons-mini/cmu] [--slices 1,2] [--cache DIR]
-        [--queries 12] [--full-queries 4] [key=value ...]
+        [--queries 12] [--full-queries 4] [--brute-queries 1] [key=value ...]
 
 The ``key=value`` arguments go to every semantic localizer's configuration (the label source), e.g.
 ``localizer.semantics.checkpoint=outputs/train-fgsn/fgsn-cpu-k20/checkpoints/best.pt
@@ -12,6 +13,8 @@ On an evenly spaced subset of the queries (``--queries``; the full mode on the f
 it is slow on CPU) every method localizes the same cached matches in one process, one torch thread:
 
 - time per query (matching excluded: filter / scoring + P3P-RANSAC) and the ratios GSMC / SSMC;
+- on the first ``--brute-queries``, the full mode with ``gsmc.algorithm=brute`` (every (hypothesis, point) pair
+  tested): its time against the default ``arcs`` algorithm's, and whether the sampling weights are identical;
 - recall at the three thresholds and the inlier ratios (inliers / matches given to RANSAC, inliers / all raw
   matches);
 - for GSMC, the sampling-weight mass on the ground-truth inliers (matches within 8 px of the true pose): the
@@ -57,6 +60,7 @@ def main() -> None:
     parser = seasons_parser(__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=12, help="queries timed (evenly spaced over the dataset)")
     parser.add_argument("--full-queries", type=int, default=4, help="of those, how many also run the full mode")
+    parser.add_argument("--brute-queries", type=int, default=1, help="of those, how many also run the brute force")
     parser.add_argument("overrides", nargs="*", help="label source for every semantic method (key=value)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -67,7 +71,9 @@ def main() -> None:
             "gsmc-reduced": _Recording(build_conf("gsmc", overrides=[*common, "localizer.gsmc.mode=reduced"]).localizer,
                                        ds, args.cache),
             "gsmc-full": _Recording(build_conf("gsmc", overrides=[*common, "localizer.gsmc.mode=full"]).localizer,
-                                    ds, args.cache)}
+                                    ds, args.cache),
+            "gsmc-brute": _Recording(build_conf("gsmc", overrides=[*common, "localizer.gsmc.algorithm=brute"]).localizer,
+                                     ds, args.cache)}
     locs["ssmc"].prepare()  # features, maps, matches, labels, labelled maps: shared by all three
     idx = np.linspace(0, len(ds.queries) - 1, min(args.queries, len(ds.queries))).round().astype(int)
     queries = [ds.queries[i] for i in idx]
@@ -76,13 +82,17 @@ def main() -> None:
         m = locs["ssmc"].load_matches(q)
         true = _true_inliers(q, m, float(locs["ssmc"].conf.ransac.inlier_threshold_px))
         for name, loc in locs.items():
-            if name == "gsmc-full" and i >= args.full_queries:
+            if (name == "gsmc-full" and i >= args.full_queries) or (name == "gsmc-brute" and i >= args.brute_queries):
                 continue
             t0 = time.perf_counter()
             res = loc.localize(q, keyed_rng(0, q.key))
             dt = time.perf_counter() - t0
             err = pose_errors(res.cam_from_world, q.cam_from_world) if res.success else (np.inf, np.inf)
             mass = float(loc.last[1][true].sum()) if name.startswith("gsmc") else float("nan")
+            if name == "gsmc-brute":
+                same = np.array_equal(loc.last[1], locs["gsmc-full"].last[1])
+                print(f"  brute force / arcs on {q.name}: {dt / rows['gsmc-full'][q.name]['time']:.1f}x time, "
+                      f"sampling weights {'identical' if same else 'DIFFERENT'}", flush=True)
             rows[name][q.name] = dict(err=err, time=dt, inl=res.num_inliers, given=res.num_matches, raw=len(true),
                                       mass=mass, true_ratio=float(true.mean()) if len(true) else 0.0)
         print(f"{i + 1}/{len(queries)} {q.name} ({q.condition}): " + ", ".join(
@@ -111,8 +121,8 @@ def main() -> None:
             mass = f"{s['mass']:.3f} ({s['true_ratio']:.3f})" if name.startswith("gsmc") else "-"
             print(f"| {name} | {subset} ({len(names)}) | {' / '.join(f'{x:.1f}' for x in s['recall'])} | "
                   f"{s['time']:.2f} s | {s['ratio_given']:.3f} | {s['ratio_raw']:.3f} | {mass} |")
-    t = {n: summary(n, full_names)["time"] for n in locs} if full_names else {}
-    if t:
+    t = {n: summary(n, full_names)["time"] for n in locs if full_names and set(full_names) <= set(rows[n])}
+    if "gsmc-full" in t:
         print(f"\ntime ratios on the full-mode subset: gsmc-full / ssmc {t['gsmc-full'] / t['ssmc']:.1f}, "
               f"gsmc-reduced / ssmc {t['gsmc-reduced'] / t['ssmc']:.1f}, gsmc-full / gsmc-reduced "
               f"{t['gsmc-full'] / t['gsmc-reduced']:.1f}")

@@ -15,6 +15,7 @@ from reconstruction.camera import Camera
 from reconstruction.geometry import (average_quaternions, axis_angle_to_rotmat, camera_center, qvec_to_rotmat,
                                     rotmats_to_qvecs)
 from reconstruction.semantics import labels_at
+from reconstruction.visibility import visible
 
 
 # ============================================================================================================
@@ -126,9 +127,10 @@ def project_visible(R: np.ndarray, C: np.ndarray, xyz: np.ndarray, d_min: np.nda
                     min_depth_m: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """Project the map points visible from each particle into the image (no occlusion test).
 
-    A point is visible when ``d_min * s0 <= |C - X| <= d_max * s1``, the angle between ``C - X`` and its mean
-    viewing direction is below ``view_spread + cone_margin_rad``, its depth exceeds ``min_depth_m`` and it
-    projects inside the image (:meth:`reconstruction.camera.Camera.project`, fold-over guard included).
+    A point is visible when the shared visibility model holds (:func:`reconstruction.visibility.visible`:
+    ``d_min * s0 <= |C - X| <= d_max * s1``, the angle between ``C - X`` and its mean viewing direction at most
+    the half-angle ``view_spread + cone_margin_rad``), its depth exceeds ``min_depth_m`` and it projects inside
+    the image (:meth:`reconstruction.camera.Camera.project`, fold-over guard included).
 
     Args:
         R: (P, 3, 3) cam_from_world rotations.
@@ -146,10 +148,8 @@ def project_visible(R: np.ndarray, C: np.ndarray, xyz: np.ndarray, d_min: np.nda
     if R.shape != (P, 3, 3) or C.shape != (P, 3) or xyz.shape != (M, 3):
         raise ValueError(f"expected R (P, 3, 3), C (P, 3), xyz (M, 3); got {R.shape}, {C.shape}, {xyz.shape}")
     diff = C[:, None, :] - xyz[None]  # (P, M, 3) point -> camera
-    dist = np.linalg.norm(diff, axis=2)
-    vis = (dist >= d_min * distance_scale[0]) & (dist <= d_max * distance_scale[1])
-    cos = np.einsum("pmk,mk->pm", diff, view_dir) / np.maximum(dist, 1e-9)
-    vis &= cos >= np.cos(np.minimum(view_spread + cone_margin_rad, np.pi))
+    vis = visible(np.einsum("pmk,pmk->pm", diff, diff), np.einsum("pmk,mk->pm", diff, view_dir), d_min, d_max,
+                  view_spread, distance_scale, cone_margin_rad)
     Xc = -np.einsum("pij,pmj->pmi", R, diff)  # R (X - C)
     vis &= Xc[..., 2] > min_depth_m
     uv = np.zeros((P, M, 2))

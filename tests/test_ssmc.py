@@ -77,8 +77,9 @@ def test_ssmc_end_to_end(demo):
 
 
 def test_gsmc_end_to_end(demo):
-    """The reduced CPU mode (``auto`` on CPU) through the batch runner: true-pose recall as p3p, weights used."""
-    ds, report, records = _run(demo, "gsmc", "localizer.gsmc.reduced_num_angles=24", "localizer.gsmc.reduced_max_points=800")
+    """The reduced mode, chosen explicitly, through the batch runner: true-pose recall as p3p, weights used."""
+    ds, report, records = _run(demo, "gsmc", "localizer.gsmc.mode=reduced", "localizer.gsmc.reduced_num_angles=24",
+                               "localizer.gsmc.reduced_max_points=800")
     _, base, base_records = _run(demo, "p3p")
     for name, r in records.items():
         info = r["info"]
