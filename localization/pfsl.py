@@ -37,12 +37,14 @@ filter is declared diverged when, for ``reinit.patience`` consecutive frames, fe
 (otherwise it keeps tracking and tries again at the next frame). A frame without an odometry increment (a gap in
 the odometry file) also forces re-initialisation.
 
-Odometry (``odometry.source``): ``file`` reads ``ROOT/<map_id>/odometry/<condition>.txt`` (the demo dataset's
-layout: lines ``name_prev name_cur qw qx qy qz tx ty tz`` = cur_from_prev); the demo's files are exact, so by
-default they are perturbed with the odometry noise model (``odometry.perturb_file``). ``gt`` synthesises the
-increments from ground-truth relative poses plus that noise: every result then says
-``info["odometry"] = "synthesised-from-gt"`` and the log warns. ``auto`` uses the file when it exists, else
-ground truth. A sequence with neither fails all its frames with the reason.
+Odometry (``odometry.source``, :func:`reconstruction.odometry.sequence_odometry`): ``file`` reads
+``ROOT/<map_id>/odometry/<condition>.txt`` (the demo dataset's layout: lines ``name_prev name_cur qw qx qy qz tx
+ty tz`` = cur_from_prev); the demo's files are exact, so by default they are perturbed with the odometry noise
+model (``odometry.perturb_file``). ``vo`` reads an Oxford RobotCar SDK ``vo.csv`` (``odometry.vo_csv``, per
+traversal) and moves it to the camera with the dataset's extrinsics. ``auto`` uses the file, else the ``vo.csv``,
+and **never query ground truth**: a sequence with neither fails all its frames with the reason. ``gt``
+synthesises the increments from ground-truth relative poses plus that noise, for ablations only: every result then
+says ``info["odometry"] = "synthesised-from-gt"`` and the log warns.
 
 Stationary labels (``stationary.labels``): ``all``; a list of label ids; or ``auto``: per label,
 n_corr / (n_corr + n_noncorr) over a correspondence dataset (``stationary.correspondence``, read by
@@ -127,8 +129,10 @@ default_conf = {
         "min_agreement": 0.25,  # label agreement n_agree / n_visible at the mean pose below this is diverged
     },
     "odometry": {
-        "source": "auto",  # auto (file, else ground truth) | file | gt
+        "source": "auto",  # auto (file, else vo.csv; never ground truth) | file | vo | gt (ablation, flagged)
         "perturb_file": True,  # add the noise below to odometry read from a file (the demo's files are exact)
+        "vo_csv": "vo/{condition}/vo.csv",  # RobotCar SDK visual odometry per traversal, relative to the dataset root
+        "vo_frame_from_camera": None,  # 4x4 file camera -> VO frame; null = the dataset's extrinsics (camera -> car)
         "noise_t_per_m": 0.05,  # odometry translation noise per metre travelled, metres / metre
         "noise_rot_rad": 0.01,  # odometry rotation noise per step, radians
     },
@@ -272,7 +276,8 @@ class PFSLLocalizer(SemanticLocalizer):
                  "num_inliers": 0, "info": {"reason": reason}} for r in records]}
 
         try:
-            increments, source = sequence_odometry(records, self.dataset.root, pc.odometry, rng)
+            increments, source = sequence_odometry(records, self.dataset.root, pc.odometry, rng,
+                                                   getattr(self.dataset, "rig_from_cam", {}).get(records[0].camera_id))
         except DatasetError as e:
             logger.error("PFSL: %s", e)
             return failed(str(e))

@@ -1,9 +1,18 @@
-"""Odometry sources of query sequences: the dataset's own ``odometry/`` files (the demo's layout), and the
-ground-truth-derived increments of the ablation option.
+"""Odometry sources of query sequences: the dataset's own ``odometry/`` files (the demo's layout), the Oxford
+RobotCar SDK's visual odometry (``vo.csv``), and the ground-truth-derived increments of the ablation option.
 
-File layout: ``ROOT/<map_id>/odometry/<condition>.txt``, lines ``name_prev name_cur qw qx qy qz tx ty tz`` =
-``cur_from_prev`` (world-to-camera quaternion (w, x, y, z) and translation of the current camera frame relative
+Dataset file layout: ``ROOT/<map_id>/odometry/<condition>.txt``, lines ``name_prev name_cur qw qx qy qz tx ty tz``
+= ``cur_from_prev`` (world-to-camera quaternion (w, x, y, z) and translation of the current camera frame relative
 to the previous one, metres).
+
+RobotCar ``vo.csv`` (the Oxford RobotCar SDK's format; RobotCar Seasons' queries come from Oxford RobotCar
+traversals, whose ``vo/vo.csv`` users download with them): a header
+``source_timestamp,destination_timestamp,x,y,z,roll,pitch,yaw`` and one line per visual-odometry step, timestamps
+in microseconds, (x, y, z, roll, pitch, yaw) the source frame in the destination frame (metres, radians,
+R = Rz(yaw) Ry(pitch) Rx(roll), the SDK's ``build_se3_transform``), the destination being the previous frame.
+:func:`read_robotcar_vo` chains them, :func:`interpolate_poses` takes the poses at the image timestamps (linear
+position, spherical-linear rotation), :func:`vo_increments` moves them to the camera with a camera -> VO-frame
+transform (the dataset's ``extrinsics/`` by default).
 """
 from __future__ import annotations
 
@@ -13,6 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from .geometry import axis_angle_to_rotmat, compose, invert_pose, pose_from_qvec_tvec
+
+VO_HEADER = ("source_timestamp", "destination_timestamp", "x", "y", "z", "roll", "pitch", "yaw")
 from .records import DatasetError, ImageRecord
 
 
@@ -59,27 +70,137 @@ def read_odometry_file(path: Path) -> dict[tuple[str, str], np.ndarray]:
     return out
 
 
-def sequence_odometry(records: Sequence[ImageRecord], root: Path, conf, rng: np.random.Generator
-                      ) -> tuple[list[np.ndarray | None], str]:
+def se3_from_xyzrpy(v: np.ndarray) -> np.ndarray:
+    """(N, 6) x, y, z (metres), roll, pitch, yaw (radians) -> (N, 4, 4) transforms with R = Rz(yaw) Ry(pitch) Rx(roll)
+    (the Oxford RobotCar SDK's ``build_se3_transform``)."""
+    from scipy.spatial.transform import Rotation
+
+    v = np.asarray(v, np.float64).reshape(-1, 6)
+    T = np.tile(np.eye(4), (len(v), 1, 1))
+    T[:, :3, :3] = Rotation.from_euler("ZYX", v[:, [5, 4, 3]]).as_matrix()  # intrinsic z-y'-x'' = Rz Ry Rx
+    T[:, :3, 3] = v[:, :3]
+    return T
+
+
+def read_robotcar_vo(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a RobotCar SDK ``vo.csv`` (module docstring) and chain its relative motions.
+
+    Returns:
+        timestamps: (N + 1,) int64 microseconds, increasing.
+        poses: (N + 1, 4, 4) the VO frame at each timestamp in the frame of the first one (first_from_frame).
+    Raises:
+        DatasetError: unreadable file, wrong header, a line without 8 numbers, or a step whose destination is not
+            the previous step's source (names the file and line).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read visual odometry ({e.strerror})") from None
+    if not lines or tuple(c.strip() for c in lines[0].split(",")) != VO_HEADER:
+        raise DatasetError(f"{path}:1: expected the header {','.join(VO_HEADER)}")
+    src, dst, rel = [], [], []
+    for lineno, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        parts = line.split(",")
+        try:
+            if len(parts) != 8:
+                raise ValueError
+            src.append(int(parts[0]))
+            dst.append(int(parts[1]))
+            rel.append([float(x) for x in parts[2:]])
+        except ValueError:
+            raise DatasetError(f"{path}:{lineno}: expected 8 comma-separated numbers "
+                               f"({','.join(VO_HEADER)})") from None
+        if len(src) > 1 and dst[-1] != src[-2]:
+            raise DatasetError(f"{path}:{lineno}: destination_timestamp {dst[-1]} is not the previous line's "
+                               f"source_timestamp {src[-2]}: the odometry chain is broken")
+    if not src:
+        raise DatasetError(f"{path}: no visual odometry step")
+    T = se3_from_xyzrpy(np.array(rel))
+    poses = np.empty((len(src) + 1, 4, 4))
+    poses[0] = np.eye(4)
+    for i in range(len(src)):
+        poses[i + 1] = poses[i] @ T[i]  # first_from_source = first_from_destination @ destination_from_source
+    ts = np.array([dst[0], *src], np.int64)
+    if np.any(np.diff(ts) <= 0):
+        raise DatasetError(f"{path}: timestamps do not increase")
+    return ts, poses
+
+
+def interpolate_poses(timestamps: np.ndarray, poses: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Poses at other timestamps: linear in position, spherical-linear in rotation (scipy ``Slerp``).
+
+    Args:
+        timestamps: (N,) increasing, any unit; poses: (N, 4, 4); query: (Q,) same unit.
+    Returns:
+        (Q, 4, 4); NaN where a query lies outside [timestamps[0], timestamps[-1]].
+    """
+    from scipy.spatial.transform import Rotation, Slerp
+
+    t = np.asarray(timestamps, np.float64)
+    q = np.asarray(query, np.float64)
+    out = np.full((len(q), 4, 4), np.nan)
+    inside = (q >= t[0]) & (q <= t[-1])
+    if inside.any() and len(t) > 1:
+        out[inside] = np.eye(4)
+        out[inside, :3, :3] = Slerp(t, Rotation.from_matrix(poses[:, :3, :3]))(q[inside]).as_matrix()
+        out[inside, :3, 3] = np.stack([np.interp(q[inside], t, poses[:, i, 3]) for i in range(3)], 1)
+    return out
+
+
+def vo_increments(records: Sequence[ImageRecord], vo_path: Path, vo_from_cam: np.ndarray) -> list[np.ndarray | None]:
+    """Camera odometry of a time-ordered sequence from a RobotCar ``vo.csv``.
+
+    Args:
+        records: the sequence's images in time order (``timestamp_s``).
+        vo_path: the traversal's ``vo.csv``.
+        vo_from_cam: (3, 4) or (4, 4) camera -> VO-frame transform (metres).
+    Returns:
+        per frame, (3, 4) cur_from_prev of the camera, or None (first frame, or a frame outside the odometry).
+    Raises:
+        DatasetError: an unreadable ``vo.csv`` (:func:`read_robotcar_vo`).
+    """
+    ts, poses = read_robotcar_vo(vo_path)
+    E = np.eye(4)
+    E[:3] = np.asarray(vo_from_cam, np.float64)[:3]
+    at = interpolate_poses(ts, poses, np.round(np.array([r.timestamp_s for r in records]) * 1e6))
+    world_from_cam = at @ E
+    inc: list[np.ndarray | None] = [None]
+    for a, b in zip(world_from_cam[:-1], world_from_cam[1:]):
+        inc.append(None if np.isnan(a).any() or np.isnan(b).any() else (np.linalg.inv(b) @ a)[:3])
+    return inc
+
+
+def sequence_odometry(records: Sequence[ImageRecord], root: Path, conf, rng: np.random.Generator,
+                      rig_from_cam: np.ndarray | None = None) -> tuple[list[np.ndarray | None], str]:
     """Odometry increments of a time-ordered sequence and where they come from.
+
+    ``conf.source``: ``file`` (the dataset's ``<map_id>/odometry/<condition>.txt``), ``vo`` (a RobotCar
+    ``vo.csv`` at ``conf.vo_csv``, ``{condition}`` replaced, relative to the dataset root), ``auto`` (the file,
+    else the ``vo.csv``; **never ground truth**), or ``gt`` (ground-truth relative poses plus noise: an ablation,
+    flagged ``synthesised-from-gt``).
 
     Args:
         records: the sequence's queries in time order.
-        root: dataset root (the file is ``root/<map_id>/odometry/<condition>.txt``).
-        conf: the ``odometry`` section of :data:`default_conf`.
+        root: dataset root.
+        conf: the ``odometry`` section of PFSL's configuration (``localization.pfsl.default_conf``).
         rng: generator of the synthesised / perturbed noise.
+        rig_from_cam: (3, 4) camera -> vehicle transform of the sequence's camera (the dataset's extrinsics), used
+            for ``vo.csv`` unless ``conf.vo_frame_from_camera`` names a 4x4 file.
     Returns:
         increments: per frame, (3, 4) cur_from_prev from the previous frame, or None (first frame, or a pair the
-            file does not list).
-        source: ``"file"``, ``"file+noise"`` or ``"synthesised-from-gt"``.
+            source does not cover).
+        source: ``"file"``, ``"file+noise"``, ``"robotcar-vo"`` or ``"synthesised-from-gt"``.
     Raises:
         DatasetError: no usable odometry for this sequence (names what is missing).
     """
+    if conf.source not in ("auto", "file", "vo", "gt"):
+        raise ValueError(f"odometry.source must be auto, file, vo or gt, got {conf.source!r}")
     path = Path(root) / records[0].map_id / "odometry" / f"{records[0].condition}.txt"
-    if conf.source not in ("auto", "file", "gt"):
-        raise ValueError(f"odometry.source must be auto, file or gt, got {conf.source!r}")
-    use_file = conf.source == "file" or (conf.source == "auto" and path.is_file())
-    if use_file:
+    vo_path = Path(root) / str(conf.vo_csv).format(condition=records[0].condition)
+    if conf.source == "file" or (conf.source == "auto" and path.is_file()):
         if not path.is_file():
             raise DatasetError(f"{path}: odometry file not found (odometry.source=file)")
         table = read_odometry_file(path)
@@ -88,10 +209,27 @@ def sequence_odometry(records: Sequence[ImageRecord], root: Path, conf, rng: np.
             inc = [None if T is None else perturb_odometry(T, rng, conf.noise_t_per_m, conf.noise_rot_rad)
                    for T in inc]
         return inc, "file+noise" if conf.perturb_file else "file"
+    if conf.source == "vo" or (conf.source == "auto" and vo_path.is_file()):
+        if not vo_path.is_file():
+            raise DatasetError(f"{vo_path}: visual odometry not found (odometry.source=vo, odometry.vo_csv)")
+        if conf.vo_frame_from_camera:
+            from .datasets import read_matrix_4x4
+
+            vo_from_cam = read_matrix_4x4(Path(conf.vo_frame_from_camera))
+        elif rig_from_cam is not None:
+            vo_from_cam = rig_from_cam
+        else:
+            raise DatasetError(f"{vo_path}: no camera -> vehicle transform for camera {records[0].camera_id!r} "
+                               "(the dataset's extrinsics/ or odometry.vo_frame_from_camera)")
+        return vo_increments(records, vo_path, vo_from_cam), "robotcar-vo"
+    if conf.source == "auto":
+        raise DatasetError(f"no odometry for sequence {records[0].sequence}: neither {path} nor {vo_path} exists "
+                           "(odometry.source=auto never reads query ground truth; odometry.source=gt synthesises it "
+                           "from ground truth for an ablation)")
     missing = [r.name for r in records if r.cam_from_world is None]
     if missing:
-        raise DatasetError(f"no odometry for sequence {records[0].sequence}: {path} does not exist and "
-                           f"{len(missing)} frames have no ground truth to synthesise it from (e.g. {missing[0]})")
+        raise DatasetError(f"odometry.source=gt for sequence {records[0].sequence}: {len(missing)} frames have no "
+                           f"ground truth to synthesise it from (e.g. {missing[0]})")
     inc = [None] + [perturb_odometry(relative_pose(a.cam_from_world, b.cam_from_world), rng, conf.noise_t_per_m,
                                      conf.noise_rot_rad) for a, b in zip(records[:-1], records[1:])]
     return inc, "synthesised-from-gt"

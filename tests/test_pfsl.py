@@ -278,6 +278,9 @@ def _records(traj, cond="dusk", gt=True):
 def test_odometry_sources(tmp_path):
     traj = _trajectory(5)
     conf = OmegaConf.create(pfsl.default_conf["odometry"])
+    with pytest.raises(Exception, match="never reads query ground truth"):  # auto: the ground truth is there, unused
+        odometry.sequence_odometry(_records(traj), tmp_path, conf, np.random.default_rng(0))
+    conf.source = "gt"
     inc, src = odometry.sequence_odometry(_records(traj), tmp_path, conf, np.random.default_rng(0))
     assert src == "synthesised-from-gt" and inc[0] is None and len(inc) == 5
     t_err = [np.linalg.norm(camera_center(d) - camera_center(odometry.relative_pose(a, b)))
@@ -295,9 +298,69 @@ def test_odometry_sources(tmp_path):
         lines.append(f"{a.name} {b.name} " + " ".join(f"{v:.12f}" for v in (*q, *d[:, 3])))
     odo.write_text("\n".join(lines[:-1]) + "\n")  # last pair missing
     conf.perturb_file = False
+    conf.source = "auto"
     inc, src = odometry.sequence_odometry(recs, tmp_path, conf, np.random.default_rng(0))
     assert src == "file" and inc[-1] is None
     np.testing.assert_allclose(inc[2], odometry.relative_pose(traj[1], traj[2]), atol=1e-9)
+
+
+def _write_vo(path, times_us, first_from_vo):
+    """A vo.csv in the Oxford RobotCar SDK's format for VO-frame poses at the given timestamps."""
+    from scipy.spatial.transform import Rotation
+
+    lines = [",".join(odometry.VO_HEADER)]
+    for i in range(1, len(times_us)):
+        rel = np.linalg.inv(first_from_vo[i - 1]) @ first_from_vo[i]  # destination_from_source
+        yaw, pitch, roll = Rotation.from_matrix(rel[:3, :3]).as_euler("ZYX")
+        lines.append(f"{times_us[i]},{times_us[i - 1]}," + ",".join(f"{v:.10e}" for v in (*rel[:3, 3], roll, pitch, yaw)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_se3_from_xyzrpy_is_the_sdk_convention():
+    """R = Rz(yaw) Ry(pitch) Rx(roll), translation as given (Oxford RobotCar SDK build_se3_transform)."""
+    a, b, c = 0.3, -0.2, 1.1
+    Rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    Ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    Rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    T = odometry.se3_from_xyzrpy([1.0, 2.0, 3.0, a, b, c])[0]
+    np.testing.assert_allclose(T[:3, :3], Rz @ Ry @ Rx, atol=1e-12)
+    np.testing.assert_allclose(T[:3, 3], [1, 2, 3])
+
+
+def test_robotcar_vo_csv(tmp_path):
+    """Known answer: a vehicle driving a curve (x forward, z down), VO written at 16 Hz, camera looking backwards
+    1.2 m behind and 0.5 m above the VO frame; the camera increments at images between the VO timestamps equal the
+    true relative camera poses (interpolation error of a smooth curve), and a line breaking the chain is an error."""
+    def vo_pose(t):  # first_from_vo at time t seconds: 8 m/s on a circle of radius 40 m, yaw = t * 0.2 rad/s
+        yaw = 0.2 * t
+        T = np.eye(4)
+        T[:3, :3] = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+        T[:3, 3] = [40 * np.sin(yaw), 40 * (1 - np.cos(yaw)), 0.01 * t]
+        return T
+
+    t0 = 1403774724_000000
+    vo_times = t0 + np.arange(0, 4_000_000, 62_500)
+    _write_vo(tmp_path / "vo" / "night" / "vo.csv", vo_times, np.array([vo_pose((t - t0) * 1e-6) for t in vo_times]))
+    cam_to_vo = np.eye(4)
+    cam_to_vo[:3, :3] = np.array([[0, 0, -1.0], [1, 0, 0], [0, -1, 0]])  # camera z = -x of the vehicle: backwards
+    cam_to_vo[:3, 3] = [-1.2, 0.0, -0.5]
+    img_times = t0 + np.array([100_000, 350_000, 600_000, 900_000])
+    recs = [ImageRecord(f"rear/{t}.jpg", f"images/night/rear/{t}.jpg", None, CAM, "rear", "night", ("night",),
+                        t * 1e-6, "all-merged") for t in img_times]
+    conf = OmegaConf.create(pfsl.default_conf["odometry"])
+    inc, src = odometry.sequence_odometry(recs, tmp_path, conf, np.random.default_rng(0), cam_to_vo[:3])
+    assert src == "robotcar-vo" and inc[0] is None
+    world_from_cam = [vo_pose((t - t0) * 1e-6) @ cam_to_vo for t in img_times]
+    for i in range(1, len(recs)):
+        true = (np.linalg.inv(world_from_cam[i]) @ world_from_cam[i - 1])[:3]
+        assert np.linalg.norm(camera_center(inc[i]) - camera_center(true)) < 0.005  # ~2-3 m per step
+        assert np.linalg.norm(inc[i][:, :3] - true[:, :3]) < 1e-4
+    lines = (tmp_path / "vo" / "night" / "vo.csv").read_text().splitlines()
+    lines[5] = lines[5].replace(f",{vo_times[4]},", f",{vo_times[4] + 1},", 1)  # line 6: destination off by 1 us
+    (tmp_path / "vo" / "night" / "vo.csv").write_text("\n".join(lines))
+    with pytest.raises(Exception, match="vo.csv:6: destination_timestamp"):
+        odometry.sequence_odometry(recs, tmp_path, conf, np.random.default_rng(0), cam_to_vo[:3])
 
 
 # ---------------------------------------------------------------------------------------------- localizer
@@ -316,7 +379,7 @@ def test_localizer_sequence_cache_resumes(tmp_path, monkeypatch):
         q.name, q.key = q.name.replace("img_", "img_9"), q.key.replace("img_", "img_9")
     ds = _Dataset(tmp_path / "data", queries)
     conf = pfsl.PFSLLocalizer.merged_conf({"semantics": {"source": "labels", "labels": str(tmp_path / "labels-gt.h5")},
-                                           "pfsl": {"num_particles": 100}})
+                                           "pfsl": {"num_particles": 100, "odometry": {"source": "gt"}}})
     monkeypatch.setattr(pfsl.SemanticLocalizer, "__init__", lambda self, c, d, w: (
         setattr(self, "conf", c), setattr(self, "dataset", d), setattr(self, "work_dir", w),
         setattr(self, "labels_path", tmp_path / "labels-gt.h5"), setattr(self, "bad_images", {})))
