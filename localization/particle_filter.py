@@ -321,7 +321,8 @@ def run_filter(frames: Sequence[dict], points: MapPoints, conf: dict, rng: np.ra
     Args:
         frames: in time order, each a dict with ``labels`` ((H, W) int label image of the query),
             ``camera`` (:class:`Camera`) and ``cur_from_prev`` ((3, 4) odometry from the previous frame, metres;
-            None for the first frame or a gap).
+            None for the first frame or a gap; or a callable: previous mean pose (3, 4) cam_from_world -> (3, 4)
+            or None, for odometry whose metric scale comes from the filter's state, e.g. visual odometry).
         points: the labelled map points (stationary labels only).
         conf: :data:`default_conf` as a plain dict (keys used: num_particles, state, motion, likelihood,
             visibility, resample_ess, init, reinit).
@@ -355,12 +356,14 @@ def run_filter(frames: Sequence[dict], points: MapPoints, conf: dict, rng: np.ra
 
     for k, fr in enumerate(frames):
         res: dict = {"event": "track"}
-        if R is not None and fr.get("cur_from_prev") is None:
+        inc = fr.get("cur_from_prev")
+        if R is not None and callable(inc):  # odometry whose metric scale comes from the filter's own state
+            inc = inc(mean_pose(R, C, np.exp(log_w - log_w.max())))
+        if R is not None and inc is None:
             R = None  # no odometry to predict with: start again from a single-image estimate
             res["gap"] = True
         if R is not None:
-            R, C = predict(R, C, fr["cur_from_prev"], rng, mc["sigma_t_per_m"], mc["sigma_t_min_m"],
-                           mc["sigma_rot_rad"], up_, g_cam)
+            R, C = predict(R, C, inc, rng, mc["sigma_t_per_m"], mc["sigma_t_min_m"], mc["sigma_rot_rad"], up_, g_cam)
         else:
             pose, info = single_image(k)
             res["init_info"] = info

@@ -41,8 +41,10 @@ Odometry (``odometry.source``, :func:`reconstruction.odometry.sequence_odometry`
 ``ROOT/<map_id>/odometry/<condition>.txt`` (the demo dataset's layout: lines ``name_prev name_cur qw qx qy qz tx
 ty tz`` = cur_from_prev); the demo's files are exact, so by default they are perturbed with the odometry noise
 model (``odometry.perturb_file``). ``vo`` reads an Oxford RobotCar SDK ``vo.csv`` (``odometry.vo_csv``, per
-traversal) and moves it to the camera with the dataset's extrinsics. ``auto`` uses the file, else the ``vo.csv``,
-and **never query ground truth**: a sequence with neither fails all its frames with the reason. ``gt``
+traversal) and moves it to the camera with the dataset's extrinsics. ``visual`` computes visual odometry from the
+query images (:mod:`reconstruction.visual_odometry`: frame-to-frame SIFT matches, essential matrix; its metric
+scale from the filter's mean pose and the map, :func:`vo_scale_from_state`, **ours**). ``auto`` uses the file,
+else the ``vo.csv``, else visual odometry, and **never query ground truth**. ``gt``
 synthesises the increments from ground-truth relative poses plus that noise, for ablations only: every result then
 says ``info["odometry"] = "synthesised-from-gt"`` and the log warns.
 
@@ -79,13 +81,16 @@ from tqdm import tqdm
 
 from fgsn.utils.io import write_text_atomic
 from fgsn.utils.seeding import keyed_rng
-from reconstruction.geometry import compose
+from reconstruction.camera import Camera
+from reconstruction.features import read_features
+from reconstruction.geometry import camera_center, compose
 from reconstruction.odometry import sequence_odometry
 from reconstruction.records import DatasetError, ImageRecord
 from reconstruction.semantics import LabelReader, labels_at
+from reconstruction.visual_odometry import TwoViewMotion, two_view_motion
 
 from .base import QueryResult
-from .particle_filter import MapPoints, label_consistency, run_filter
+from .particle_filter import MapPoints, label_consistency, project_visible, run_filter
 from .semantic import SemanticLocalizer
 from .ssmc import consistent_matches
 from .structure import StructureLocalizer
@@ -129,10 +134,17 @@ default_conf = {
         "min_agreement": 0.25,  # label agreement n_agree / n_visible at the mean pose below this is diverged
     },
     "odometry": {
-        "source": "auto",  # auto (file, else vo.csv; never ground truth) | file | vo | gt (ablation, flagged)
+        "source": "auto",  # auto (file, else vo.csv, else visual; never ground truth) | file | vo | visual | gt
         "perturb_file": True,  # add the noise below to odometry read from a file (the demo's files are exact)
         "vo_csv": "vo/{condition}/vo.csv",  # RobotCar SDK visual odometry per traversal, relative to the dataset root
         "vo_frame_from_camera": None,  # 4x4 file camera -> VO frame; null = the dataset's extrinsics (camera -> car)
+        "visual": {  # visual odometry from the query images (source visual, or auto without a file or vo.csv)
+            "ratio": 0.8,  # ratio test of the frame-to-frame SIFT matches
+            "max_error_px": 1.0,  # essential-matrix RANSAC threshold, pixels
+            "min_inliers": 30,  # fewer inliers: no increment for that frame (the filter re-initialises)
+            "scale_radius_px": 3.0,  # metric scale: map points projected within this of a VO keypoint, pixels
+            "scale_min_pairs": 10,  # ... at least this many (else the last measured scale)
+        },
         "noise_t_per_m": 0.05,  # odometry translation noise per metre travelled, metres / metre
         "noise_rot_rad": 0.01,  # odometry rotation noise per step, radians
     },
@@ -164,6 +176,45 @@ def _jsonable(v):
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     return v
+
+
+def vo_scale_from_state(motion: TwoViewMotion, cam_from_world_prev: np.ndarray, points: MapPoints, camera: Camera,
+                        visibility: dict, radius_px: float = 3.0, min_pairs: int = 10) -> float | None:
+    """Metric scale of a unit-baseline visual-odometry step from the filter's state and the map **(ours)**.
+
+    The labelled map points visible from the previous frame's mean pose (the filter's visibility model,
+    :func:`localization.particle_filter.project_visible`) are projected into that frame; each VO point whose
+    keypoint has a projected map point within ``radius_px`` gives the ratio of the map point's depth to the VO
+    depth; the scale is their median.
+
+    Args:
+        motion: the step, its points triangulated in the previous camera frame at unit baseline.
+        cam_from_world_prev: (3, 4) the filter's mean pose at the previous frame.
+        points: the labelled map points.
+        camera: the previous frame's camera.
+        visibility: PFSL's ``visibility`` section (distance_scale, cone_margin_deg, min_depth_m).
+        radius_px: largest keypoint - projection distance of a pair, pixels.
+        min_pairs: fewer pairs than this: None (no measurement).
+    Returns:
+        metres per unit baseline, or None.
+    """
+    from scipy.spatial import cKDTree
+
+    T = np.asarray(cam_from_world_prev, np.float64)
+    if len(motion.points) < min_pairs:
+        return None
+    uv, vis = project_visible(T[None, :, :3], camera_center(T)[None], points.xyz, points.d_min, points.d_max,
+                              points.view_dir, points.view_spread, camera, visibility["distance_scale"],
+                              np.radians(visibility["cone_margin_deg"]), visibility["min_depth_m"])
+    uv, vis = uv[0], vis[0]
+    if vis.sum() < min_pairs:
+        return None
+    depth = (points.xyz[vis] @ T[:, :3].T + T[:, 3])[:, 2]
+    dist, nn = cKDTree(uv[vis]).query(motion.keypoints, distance_upper_bound=radius_px)
+    ok = np.isfinite(dist)
+    if ok.sum() < min_pairs:
+        return None
+    return float(np.median(depth[nn[ok]] / motion.points[ok, 2]))
 
 
 class PFSLLocalizer(SemanticLocalizer):
@@ -290,10 +341,11 @@ class PFSLLocalizer(SemanticLocalizer):
             return failed("no readable image in the sequence")
         points = MapPoints.from_labelled_map(self.labelled_map(records[0].map_id), self._stationary)
         reader = self.label_reader()
+        visual, vo_stats = self._visual_increments(records, usable, points) if source == "visual" else (None, {})
         frames = []
         for j, i in enumerate(usable):  # unreadable frames are skipped: the odometry chains across them
-            inc = increments[i]
-            if j > 0 and i != usable[j - 1] + 1:
+            inc = visual[j] if visual is not None else increments[i]
+            if visual is None and j > 0 and i != usable[j - 1] + 1:
                 inc = None if any(increments[m] is None for m in range(usable[j - 1] + 1, i + 1)) else \
                     _chain(increments[usable[j - 1] + 1: i + 1])
             frames.append({"labels": reader.labels(records[i].key), "camera": records[i].camera,
@@ -315,7 +367,7 @@ class PFSLLocalizer(SemanticLocalizer):
                 fr["info"]["reason"] = self.bad_images[r.key]
         for j, st in zip(range(len(usable)), states):
             fr = out["frames"][usable[j]]
-            info = {"odometry": source, "event": st["event"], "pfsl_frame": j}
+            info = {"odometry": source, "event": st["event"], "pfsl_frame": j, **vo_stats.get(j, {})}
             for k in ("ess", "n_visible", "n_agree", "resampled", "diverged", "init_info", "reason", "gap"):
                 if k in st:
                     info[k] = st[k]
@@ -323,6 +375,34 @@ class PFSLLocalizer(SemanticLocalizer):
             fr.update(success=bool(st["success"]), cam_from_world=st["cam_from_world"], info=info,
                       num_matches=int(ms.get("num_matches", 0)), num_inliers=int(ms.get("num_inliers", 0)))
         return out
+
+    def _visual_increments(self, records: list[ImageRecord], usable: list[int], points: MapPoints) -> list:
+        """Visual odometry between consecutive usable frames (:func:`reconstruction.visual_odometry.two_view_motion`
+        on the feature file's SIFT): per usable frame None (first frame, or no reliable motion) or a callable of
+        the filter's previous mean pose giving the metrically scaled increment (:func:`vo_scale_from_state`;
+        when a frame's scale cannot be measured, the last measured one); and per frame the statistics the filter
+        filled in while running (``vo_inliers``, ``vo_scale``, ``vo_scale_measured``)."""
+        vc, vis = self.conf.pfsl.odometry.visual, OmegaConf.to_container(self.conf.pfsl.visibility, resolve=True)
+        feats = [read_features(self.feature_path, records[i].key) for i in usable]
+        last: list[float | None] = [None]
+
+        def scaled(j, motion, camera):
+            def increment(cam_from_world_prev):
+                s = vo_scale_from_state(motion, cam_from_world_prev, points, camera, vis, float(vc.scale_radius_px),
+                                        int(vc.scale_min_pairs))
+                stats[j] = {"vo_inliers": motion.num_inliers, "vo_scale": s, "vo_scale_measured": s is not None}
+                last[0] = s if s is not None else last[0]
+                return None if last[0] is None else motion.increment(last[0])
+            return increment
+
+        out, stats = [None], {}
+        for j in range(1, len(usable)):
+            a, b = records[usable[j - 1]], records[usable[j]]
+            m = two_view_motion(feats[j - 1]["keypoints"], feats[j - 1]["descriptors"], a.camera,
+                                feats[j]["keypoints"], feats[j]["descriptors"], b.camera, float(vc.ratio),
+                                float(vc.max_error_px), int(vc.min_inliers))
+            out.append(None if m is None else scaled(j, m, a.camera))
+        return out, stats
 
     # ------------------------------------------------------------------------------------------------ localize
     def localize(self, query: ImageRecord, rng: np.random.Generator) -> QueryResult:

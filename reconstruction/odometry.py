@@ -174,13 +174,14 @@ def vo_increments(records: Sequence[ImageRecord], vo_path: Path, vo_from_cam: np
 
 
 def sequence_odometry(records: Sequence[ImageRecord], root: Path, conf, rng: np.random.Generator,
-                      rig_from_cam: np.ndarray | None = None) -> tuple[list[np.ndarray | None], str]:
+                      rig_from_cam: np.ndarray | None = None) -> tuple[list[np.ndarray | None] | None, str]:
     """Odometry increments of a time-ordered sequence and where they come from.
 
     ``conf.source``: ``file`` (the dataset's ``<map_id>/odometry/<condition>.txt``), ``vo`` (a RobotCar
-    ``vo.csv`` at ``conf.vo_csv``, ``{condition}`` replaced, relative to the dataset root), ``auto`` (the file,
-    else the ``vo.csv``; **never ground truth**), or ``gt`` (ground-truth relative poses plus noise: an ablation,
-    flagged ``synthesised-from-gt``).
+    ``vo.csv`` at ``conf.vo_csv``, ``{condition}`` replaced, relative to the dataset root), ``visual`` (visual
+    odometry from the query images, :mod:`reconstruction.visual_odometry`, computed by the caller: returned as
+    ``(None, "visual")``), ``auto`` (the file, else the ``vo.csv``, else visual; **never ground truth**), or ``gt``
+    (ground-truth relative poses plus noise: an ablation, flagged ``synthesised-from-gt``).
 
     Args:
         records: the sequence's queries in time order.
@@ -191,13 +192,13 @@ def sequence_odometry(records: Sequence[ImageRecord], root: Path, conf, rng: np.
             for ``vo.csv`` unless ``conf.vo_frame_from_camera`` names a 4x4 file.
     Returns:
         increments: per frame, (3, 4) cur_from_prev from the previous frame, or None (first frame, or a pair the
-            source does not cover).
-        source: ``"file"``, ``"file+noise"``, ``"robotcar-vo"`` or ``"synthesised-from-gt"``.
+            source does not cover); None altogether for ``"visual"``.
+        source: ``"file"``, ``"file+noise"``, ``"robotcar-vo"``, ``"visual"`` or ``"synthesised-from-gt"``.
     Raises:
         DatasetError: no usable odometry for this sequence (names what is missing).
     """
-    if conf.source not in ("auto", "file", "vo", "gt"):
-        raise ValueError(f"odometry.source must be auto, file, vo or gt, got {conf.source!r}")
+    if conf.source not in ("auto", "file", "vo", "visual", "gt"):
+        raise ValueError(f"odometry.source must be auto, file, vo, visual or gt, got {conf.source!r}")
     path = Path(root) / records[0].map_id / "odometry" / f"{records[0].condition}.txt"
     vo_path = Path(root) / str(conf.vo_csv).format(condition=records[0].condition)
     if conf.source == "file" or (conf.source == "auto" and path.is_file()):
@@ -222,10 +223,8 @@ def sequence_odometry(records: Sequence[ImageRecord], root: Path, conf, rng: np.
             raise DatasetError(f"{vo_path}: no camera -> vehicle transform for camera {records[0].camera_id!r} "
                                "(the dataset's extrinsics/ or odometry.vo_frame_from_camera)")
         return vo_increments(records, vo_path, vo_from_cam), "robotcar-vo"
-    if conf.source == "auto":
-        raise DatasetError(f"no odometry for sequence {records[0].sequence}: neither {path} nor {vo_path} exists "
-                           "(odometry.source=auto never reads query ground truth; odometry.source=gt synthesises it "
-                           "from ground truth for an ablation)")
+    if conf.source in ("auto", "visual"):  # auto never reads query ground truth
+        return None, "visual"
     missing = [r.name for r in records if r.cam_from_world is None]
     if missing:
         raise DatasetError(f"odometry.source=gt for sequence {records[0].sequence}: {len(missing)} frames have no "

@@ -278,8 +278,8 @@ def _records(traj, cond="dusk", gt=True):
 def test_odometry_sources(tmp_path):
     traj = _trajectory(5)
     conf = OmegaConf.create(pfsl.default_conf["odometry"])
-    with pytest.raises(Exception, match="never reads query ground truth"):  # auto: the ground truth is there, unused
-        odometry.sequence_odometry(_records(traj), tmp_path, conf, np.random.default_rng(0))
+    # auto without a file or a vo.csv: visual odometry, although the ground truth is there
+    assert odometry.sequence_odometry(_records(traj), tmp_path, conf, np.random.default_rng(0)) == (None, "visual")
     conf.source = "gt"
     inc, src = odometry.sequence_odometry(_records(traj), tmp_path, conf, np.random.default_rng(0))
     assert src == "synthesised-from-gt" and inc[0] is None and len(inc) == 5
@@ -454,3 +454,43 @@ def test_end_to_end_on_demo(semantic_demo, tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in seq_files]
     sub2 = localize.main(localize.build_conf("pfsl", overrides=overrides), ds, tmp_path / "run2")
     assert sub2.read_text() == sub.read_text() and [p.stat().st_mtime_ns for p in seq_files] == mtimes
+
+
+def test_visual_odometry_on_demo(semantic_demo, tmp_path):
+    """PFSL with visual odometry from the query images (no odometry file, no ground truth): every result says
+    so, and the recall compares with the file odometry's."""
+    from evaluation import evaluate
+    from localization import localize
+    from reconstruction.datasets import load_dataset
+
+    data, cache, labels = semantic_demo
+    ds = load_dataset("cmu", data)
+    overrides = [f"cache_dir={cache}", "localizer.semantics.source=labels", f"localizer.semantics.labels={labels}",
+                 "localizer.pfsl.num_particles=200", "localizer.pfsl.odometry.source=visual"]
+    sub = localize.main(localize.build_conf("pfsl", overrides=overrides), ds, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert all(r["info"]["odometry"] == "visual" for r in records)
+    tracked = [r["info"] for r in records if r["info"]["event"] == "track"]
+    assert tracked and all(i["vo_inliers"] >= 30 for i in tracked)
+    assert np.mean([i["vo_scale_measured"] for i in tracked]) >= 0.5  # the map gives the scale on most frames
+    report = evaluate.main(ds, sub, tmp_path / "run")
+    assert report["all"]["recall"][2] >= 75.0
+
+
+def test_vo_scale_from_state():
+    """Known answer: VO points at unit baseline = true points / 2.5; the scale measured against the map is 2.5."""
+    from localization.pfsl import vo_scale_from_state
+    from reconstruction.visual_odometry import TwoViewMotion
+
+    rng = np.random.default_rng(0)
+    T = np.concatenate([np.eye(3), np.zeros((3, 1))], 1)  # camera at the origin looking along +z
+    xyz = np.stack([rng.uniform(-5, 5, 400), rng.uniform(-3, 3, 400), rng.uniform(4, 30, 400)], 1)
+    pts = pf.MapPoints(xyz, np.zeros(400, np.int64), np.full(400, 1.0), np.full(400, 100.0),
+                       -xyz / np.linalg.norm(xyz, axis=1, keepdims=True), np.full(400, 0.5), 1)
+    uv, ok = CAM.project(xyz)
+    ok &= CAM.in_image(uv)
+    motion = TwoViewMotion(np.eye(3), np.array([0, 0, 1.0]), xyz[ok] / 2.5, uv[ok], int(ok.sum()), int(ok.sum()))
+    vis = {"distance_scale": [0.5, 1.5], "cone_margin_deg": 15.0, "min_depth_m": 0.2}
+    assert vo_scale_from_state(motion, T, pts, CAM, vis) == pytest.approx(2.5, rel=1e-6)
+    far = TwoViewMotion(np.eye(3), np.array([0, 0, 1.0]), xyz[ok][:5] / 2.5, uv[ok][:5] + 50, 5, 5)
+    assert vo_scale_from_state(far, T, pts, CAM, vis) is None  # too few pairs

@@ -1,0 +1,116 @@
+"""Visual odometry between consecutive query frames, from the query images alone (no ground truth, no map).
+
+Per pair of frames (prev, cur): their SIFT features (the localization's feature file) are matched by mutual
+nearest neighbours with Lowe's ratio test (faiss, exact inner product on the L2-normalised RootSIFT
+descriptors), the essential matrix is estimated with LO-RANSAC and decomposed with the cheirality test
+(``pycolmap.estimate_essential_matrix``, which undistorts with the cameras' models), and the inlier
+correspondences are triangulated in the previous camera frame for a unit baseline. The result is the rotation
+and the translation *direction* of ``cur_from_prev``; monocular VO has no metric scale, which the caller supplies
+(PFSL: from its own state and the map, :func:`localization.pfsl.vo_scale_from_state`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .camera import Camera, to_colmap_pixels
+
+
+@dataclass
+class TwoViewMotion:
+    """Relative motion of two frames up to scale.
+
+    Attributes:
+        R: (3, 3) rotation of cur_from_prev.
+        t: (3,) unit translation of cur_from_prev (X_cur = R X_prev + s t for the metric scale s, metres).
+        points: (N, 3) inlier correspondences triangulated in the previous camera frame for s = 1.
+        keypoints: (N, 2) their pixels in the previous image (integer = pixel centre).
+        num_matches: mutual ratio-test matches given to RANSAC.
+        num_inliers: RANSAC inliers.
+    """
+
+    R: np.ndarray
+    t: np.ndarray
+    points: np.ndarray
+    keypoints: np.ndarray
+    num_matches: int
+    num_inliers: int
+
+    def increment(self, scale: float) -> np.ndarray:
+        """(3, 4) cur_from_prev for a metric scale (metres per unit of :attr:`t`)."""
+        return np.concatenate([self.R, (float(scale) * self.t)[:, None]], axis=1)
+
+
+def mutual_matches(desc1: np.ndarray, desc2: np.ndarray, ratio: float = 0.8) -> np.ndarray:
+    """Mutual nearest neighbours passing the ratio test (on distances) between two descriptor sets.
+
+    Args:
+        desc1: (N1, D), desc2: (N2, D) descriptors (any dtype; L2-normalised here).
+        ratio: Lowe's ratio on the L2 distances of the first two neighbours in ``desc2``.
+    Returns:
+        (M, 2) int64 index pairs (i in desc1, j in desc2).
+    """
+    import faiss
+
+    if len(desc1) < 2 or len(desc2) < 2:
+        return np.zeros((0, 2), np.int64)
+    a = np.ascontiguousarray(desc1, np.float32)
+    b = np.ascontiguousarray(desc2, np.float32)
+    a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    ib = faiss.IndexFlatIP(b.shape[1])
+    ib.add(b)
+    sim, nn = ib.search(a, 2)
+    d2 = np.maximum(2 - 2 * sim, 0)  # squared L2 distances of unit vectors
+    ok = d2[:, 0] < ratio**2 * d2[:, 1]
+    ia = faiss.IndexFlatIP(a.shape[1])
+    ia.add(a)
+    _, back = ia.search(b, 1)
+    i = np.nonzero(ok & (back[nn[:, 0], 0] == np.arange(len(a))))[0]
+    return np.stack([i, nn[i, 0]], 1).astype(np.int64)
+
+
+def two_view_motion(kp1: np.ndarray, desc1: np.ndarray, camera1: Camera, kp2: np.ndarray, desc2: np.ndarray,
+                    camera2: Camera, ratio: float = 0.8, max_error_px: float = 1.0,
+                    min_inliers: int = 30) -> TwoViewMotion | None:
+    """Relative motion of frame 2 (cur) from frame 1 (prev) up to scale (module docstring).
+
+    Args:
+        kp1, kp2: (N, 2) keypoints, pixels (integer = pixel centre), raw (distorted) images.
+        desc1, desc2: their descriptors.
+        camera1, camera2: the frames' cameras (with distortion).
+        ratio: ratio test of :func:`mutual_matches`.
+        max_error_px: RANSAC threshold of the essential matrix, pixels.
+        min_inliers: fewer inliers than this: no motion (None).
+    Returns:
+        :class:`TwoViewMotion`, or None when the pair gives no reliable motion (too few matches or inliers).
+    """
+    import pycolmap
+
+    m = mutual_matches(desc1, desc2, ratio)
+    if len(m) < max(min_inliers, 8):
+        return None
+    opts = pycolmap.RANSACOptions()
+    opts.max_error = float(max_error_px)
+    x1 = to_colmap_pixels(np.asarray(kp1, np.float64)[m[:, 0]])
+    x2 = to_colmap_pixels(np.asarray(kp2, np.float64)[m[:, 1]])
+    res = pycolmap.estimate_essential_matrix(x1, x2, camera1.to_pycolmap(), camera2.to_pycolmap(), opts)
+    if res is None or int(res["num_inliers"]) < min_inliers:
+        return None
+    pose = res["cam2_from_cam1"]
+    R = np.asarray(pose.rotation.matrix(), np.float64)
+    t = np.asarray(pose.translation, np.float64)
+    t = t / max(np.linalg.norm(t), 1e-12)
+    inl = np.asarray(res["inlier_mask"], bool)
+    b1 = camera1.bearings(np.asarray(kp1, np.float64)[m[inl, 0]])
+    b2 = camera2.bearings(np.asarray(kp2, np.float64)[m[inl, 1]]) @ R  # cur bearings in the prev frame (R^T b)
+    c2 = -R.T @ t  # cur camera centre in the prev frame
+    # midpoint triangulation: lam1 b1 ~ c2 + lam2 b2
+    bb = np.einsum("ij,ij->i", b1, b2)
+    denom = np.maximum(1 - bb * bb, 1e-12)
+    lam1 = ((b1 @ c2) - bb * (b2 @ c2)) / denom
+    lam2 = (bb * (b1 @ c2) - (b2 @ c2)) / denom
+    front = (lam1 > 0) & (lam2 > 0) & (1 - bb * bb > 1e-8)
+    return TwoViewMotion(R, t, lam1[front, None] * b1[front], np.asarray(kp1, np.float64)[m[inl, 0]][front],
+                         int(len(m)), int(inl.sum()))
