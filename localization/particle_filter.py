@@ -245,7 +245,9 @@ def mean_pose(R: np.ndarray, C: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def label_consistency(label_pairs: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int) -> np.ndarray:
-    """Per-label n_corr / (n_corr + n_noncorr) over correspondences (the paper's stationarity measure).
+    """Per-label n_corr / (n_corr + n_noncorr) over correspondences: the share of a label's correspondences whose
+    two ends carry the same label, a cross-season consistency measure of ours (``stationary.labels=consistency``;
+    the paper's rule is :func:`correspondence_pixel_ratio`).
 
     Args:
         label_pairs: per image pair, ((N,) labels at the reference points, (N,) labels at the corresponding
@@ -261,6 +263,30 @@ def label_consistency(label_pairs: Sequence[tuple[np.ndarray, np.ndarray]], num_
         n_corr += np.bincount(a[a == b], minlength=num_classes)[:num_classes]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_all > 0, n_corr / np.maximum(n_all, 1), np.nan)
+
+
+def correspondence_pixel_ratio(label_pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                               label_images: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """p_c(c) / p_p(c) per label: the FGSN paper's stationarity rule (Larsson et al., ICCV 2019, supplementary
+    C.2: cluster c is stationary when the ratio exceeds 0.2).
+
+    Args:
+        label_pairs: per image pair, ((N,) labels at the reference points, (N,) labels at the target points);
+            p_c is the distribution of the labels over both ends of all correspondences.
+        label_images: the label maps of the pairs' images, each once; p_p is the distribution over their pixels.
+        num_classes: K.
+    Returns:
+        (K,) ratio, NaN for labels absent from the pixels.
+    """
+    n_c, n_p = np.zeros(num_classes), np.zeros(num_classes)
+    for a, b in label_pairs:
+        for x in (a, b):
+            n_c += np.bincount(np.asarray(x, np.int64), minlength=num_classes)[:num_classes]
+    for img in label_images:
+        n_p += np.bincount(np.asarray(img, np.int64).ravel(), minlength=num_classes)[:num_classes]
+    p_c, p_p = n_c / max(n_c.sum(), 1), n_p / max(n_p.sum(), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(p_p > 0, p_c / np.where(p_p > 0, p_p, 1), np.nan)
 
 
 class MapPoints:

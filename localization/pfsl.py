@@ -48,10 +48,12 @@ else the ``vo.csv``, else visual odometry, and **never query ground truth**. ``g
 synthesises the increments from ground-truth relative poses plus that noise, for ablations only: every result then
 says ``info["odometry"] = "synthesised-from-gt"`` and the log warns.
 
-Stationary labels (``stationary.labels``): ``all``; a list of label ids; or ``auto``: per label,
-n_corr / (n_corr + n_noncorr) over a correspondence dataset (``stationary.correspondence``, read by
-:mod:`fgsn.data.correspondence`) segmented with the same label source, kept when above
-``stationary.min_ratio``.
+Stationary labels (``stationary.labels``): ``all``; a list of label ids; ``paper``: the FGSN paper's rule
+(supplementary C.2), label c is stationary when p_c(c) / p_p(c) > ``stationary.paper_ratio`` (0.2), p_c the
+distribution of the labels over the correspondences of a correspondence dataset (``stationary.correspondence``,
+read by :mod:`fgsn.data.correspondence`; the FGSN's training correspondences), p_p over all pixels of its images,
+both segmented with the run's label source; or ``consistency`` **(ours)**: per label n_corr / (n_corr +
+n_noncorr) over the same correspondences, kept when at least ``stationary.min_ratio``.
 
 Where things are: the filter itself as pure functions in :mod:`localization.particle_filter`; the odometry
 sources in :mod:`reconstruction.odometry`; here the configuration and the localizer that runs the filter over a
@@ -90,7 +92,7 @@ from reconstruction.semantics import LabelReader, labels_at
 from reconstruction.visual_odometry import TwoViewMotion, two_view_motion
 
 from .base import QueryResult
-from .particle_filter import MapPoints, label_consistency, project_visible, run_filter
+from .particle_filter import MapPoints, correspondence_pixel_ratio, label_consistency, project_visible, run_filter
 from .semantic import SemanticLocalizer
 from .ssmc import consistent_matches
 from .structure import StructureLocalizer
@@ -149,10 +151,11 @@ default_conf = {
         "noise_rot_rad": 0.01,  # odometry rotation noise per step, radians
     },
     "stationary": {
-        "labels": "all",  # all | auto | list of label ids used by the observation model
-        "correspondence": None,  # auto: correspondence dataset root (folders sliceN/correspondence_data)
-        "label_file": None,  # auto: label file of its images (names = sliceN/<image path>); null = segment them
-        "min_ratio": 0.5,  # auto: a label is stationary when n_corr / (n_corr + n_noncorr) >= this
+        "labels": "all",  # all | paper (p_c / p_p rule) | consistency (ours) | list of label ids
+        "correspondence": None,  # paper / consistency: correspondence dataset root (sliceN/correspondence_data)
+        "label_file": None,  # paper / consistency: labels of its images (names = sliceN/<image path>); null = segment
+        "paper_ratio": 0.2,  # paper: stationary when p_c / p_p > this (FGSN paper, supplementary C.2)
+        "min_ratio": 0.5,  # consistency: stationary when n_corr / (n_corr + n_noncorr) >= this
     },
 }
 
@@ -264,23 +267,27 @@ class PFSLLocalizer(SemanticLocalizer):
         if isinstance(sc.labels, str):
             if sc.labels == "all":
                 return None
-            if sc.labels == "auto":
-                return self._auto_stationary()
-            raise ValueError(f"pfsl.stationary.labels must be all, auto or a list of ids, got {sc.labels!r}")
+            if sc.labels in ("paper", "consistency"):
+                return self._measured_stationary(sc.labels)
+            raise ValueError(f"pfsl.stationary.labels must be all, paper, consistency or a list of ids, got "
+                             f"{sc.labels!r} (auto was renamed consistency: it is our measure, not the paper's)")
         return [int(v) for v in sc.labels]
 
-    def _auto_stationary(self) -> list[int]:
+    def _measured_stationary(self, rule: str) -> list[int]:
+        """Stationary labels measured on a correspondence dataset segmented with the run's label source: ``paper``
+        keeps p_c / p_p > ``paper_ratio`` (:func:`localization.particle_filter.correspondence_pixel_ratio`),
+        ``consistency`` keeps n_corr / (n_corr + n_noncorr) >= ``min_ratio`` (:func:`label_consistency`)."""
         from fgsn.data.correspondence import load_samples
 
         sc = self.conf.pfsl.stationary
         if not sc.correspondence:
-            raise ValueError("pfsl.stationary.labels=auto needs pfsl.stationary.correspondence=PATH")
+            raise ValueError(f"pfsl.stationary.labels={rule} needs pfsl.stationary.correspondence=PATH")
         samples = load_samples(sc.correspondence)
         if sc.label_file:
             path = Path(sc.label_file)
         else:
             if self.conf.semantics.source != "checkpoint":
-                raise ValueError("pfsl.stationary.labels=auto with semantics.source=labels needs "
+                raise ValueError(f"pfsl.stationary.labels={rule} with semantics.source=labels needs "
                                  "pfsl.stationary.label_file (labels of the correspondence images)")
             from fgsn.models import PSPNet
             from fgsn.segment import segment_images
@@ -293,12 +300,18 @@ class PFSLLocalizer(SemanticLocalizer):
         K = self.label_reader().num_classes
         pairs = [(labels_at(reader.labels(s.ref_name), s.pt_ref), labels_at(reader.labels(s.tgt_name), s.pt_tgt))
                  for s in samples]
-        ratio = label_consistency(pairs, K)
-        keep = [int(k) for k in np.flatnonzero(np.nan_to_num(ratio, nan=-1.0) >= sc.min_ratio)]
-        logger.info("PFSL stationary labels (n_corr / (n_corr + n_noncorr) >= %.2f over %d pairs): %d of %d: %s",
-                    sc.min_ratio, len(samples), len(keep), K, keep)
+        if rule == "paper":
+            names = sorted({s.ref_name for s in samples} | {s.tgt_name for s in samples})
+            score, thr, what = correspondence_pixel_ratio(pairs, [reader.labels(n) for n in names], K), \
+                float(sc.paper_ratio), "p_c / p_p >"
+            keep = [int(k) for k in np.flatnonzero(np.nan_to_num(score, nan=-1.0) > thr)]
+        else:
+            score, thr, what = label_consistency(pairs, K), float(sc.min_ratio), "n_corr / (n_corr + n_noncorr) >="
+            keep = [int(k) for k in np.flatnonzero(np.nan_to_num(score, nan=-1.0) >= thr)]
+        logger.info("PFSL stationary labels (%s %.2f over %d pairs): %d of %d: %s", what, thr, len(samples),
+                    len(keep), K, keep)
         if not keep:
-            raise ValueError(f"no stationary label at min_ratio {sc.min_ratio}; lower pfsl.stationary.min_ratio")
+            raise ValueError(f"no stationary label with {what} {thr} (pfsl.stationary.labels={rule})")
         return keep
 
     def select_matches(self, query, matches):

@@ -206,6 +206,15 @@ class TestObservation:
         np.testing.assert_allclose(r[:3], [2 / 3, 1.0, 0.0])
         assert np.isnan(r[3])
 
+    def test_correspondence_pixel_ratio(self):
+        """The paper's rule: p_c over both ends of the correspondences, p_p over the images' pixels."""
+        pairs = [(np.array([0, 0, 1]), np.array([0, 1, 1]))]  # p_c = (1/2, 1/2, 0, 0)
+        images = [np.array([[0, 0, 0, 0], [1, 1, 2, 2]])]  # p_p = (1/2, 1/4, 1/4, 0)
+        r = pf.correspondence_pixel_ratio(pairs, images, 4)
+        np.testing.assert_allclose(r[:3], [1.0, 2.0, 0.0])
+        assert np.isnan(r[3])
+        assert list(np.flatnonzero(np.nan_to_num(r, nan=-1) > 0.2)) == [0, 1]
+
 
 def _filter_conf(**over):
     conf = OmegaConf.to_container(OmegaConf.create(pfsl.default_conf))
