@@ -82,6 +82,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from fgsn.utils.io import write_text_atomic
+from fgsn.utils.parallel import Engine
 from fgsn.utils.seeding import keyed_rng
 from reconstruction.camera import Camera
 from reconstruction.features import read_features
@@ -181,6 +182,11 @@ def _jsonable(v):
     return v
 
 
+def _filter_batch(localizer: "PFSLLocalizer", batch: list[tuple[str, list[ImageRecord]]]) -> list[tuple[str, dict]]:
+    """Engine task: filter a batch of sequences (name, time-ordered records) -> (name, sequence file content)."""
+    return [(name, _jsonable(localizer.filter_sequence(name, records))) for name, records in batch]
+
+
 def vo_scale_from_state(motion: TwoViewMotion, cam_from_world_prev: np.ndarray, points: MapPoints, camera: Camera,
                         visibility: dict, radius_px: float = 3.0, min_pairs: int = 10) -> float | None:
     """Metric scale of a unit-baseline visual-odometry step from the filter's state and the map **(ours)**.
@@ -257,8 +263,10 @@ class PFSLLocalizer(SemanticLocalizer):
         logger.info("PFSL: %d sequences to filter (%d cached), %d particles, %s state, stationary labels: %s.",
                     len(todo), len(seqs) - len(todo), self.conf.pfsl.num_particles, self.conf.pfsl.state,
                     "all" if self._stationary is None else self._stationary)
-        for name, records in tqdm(todo.items(), desc="PFSL sequences", unit="sequence", disable=None):
-            result = self.filter_sequence(name, records)
+        # one task per sequence on the engine (each seeded by its name: the serial run's files); this process
+        # alone writes them, as they complete
+        done = (engine or Engine()).imap(_filter_batch, list(todo.items()), self, batch_size=1)
+        for name, result in tqdm(done, total=len(todo), desc="PFSL sequences", unit="sequence", disable=None):
             write_text_atomic(self.sequence_path(name), json.dumps(_jsonable(result)))
 
     def stationary_labels(self) -> list[int] | None:

@@ -503,3 +503,23 @@ def test_vo_scale_from_state():
     assert vo_scale_from_state(motion, T, pts, CAM, vis) == pytest.approx(2.5, rel=1e-6)
     far = TwoViewMotion(np.eye(3), np.array([0, 0, 1.0]), xyz[ok][:5] / 2.5, uv[ok][:5] + 50, 5, 5)
     assert vo_scale_from_state(far, T, pts, CAM, vis) is None  # too few pairs
+
+
+def test_sequences_on_two_workers_equal_serial(semantic_demo, tmp_path):
+    """One task per sequence on a 2-worker Dask engine: the same sequence files and submission as serially."""
+    import shutil
+
+    from localization import localize
+    from reconstruction.datasets import load_dataset
+
+    data, cache, labels = semantic_demo
+    ds = load_dataset("cmu", data)
+    overrides = [f"cache_dir={cache}", "localizer.semantics.source=labels", f"localizer.semantics.labels={labels}",
+                 "localizer.pfsl.num_particles=120"]
+    serial = localize.main(localize.build_conf("pfsl", overrides=overrides), ds, tmp_path / "serial")
+    seq_dir = next(cache.glob("pfsl-gt-n120-*"))
+    files = {p.name: p.read_bytes() for p in seq_dir.glob("*.json")}
+    shutil.rmtree(seq_dir)
+    par = localize.main(localize.build_conf("pfsl", overrides=[*overrides, "workers=2"]), ds, tmp_path / "dask")
+    assert {p.name: p.read_bytes() for p in seq_dir.glob("*.json")} == files and len(files) == 2
+    assert par.read_bytes() == serial.read_bytes()
