@@ -442,18 +442,25 @@ def test_localizer_sequence_cache_resumes(tmp_path, monkeypatch):
         pfsl.PFSLLocalizer(conf2, ds, tmp_path / "cache")
 
 
-def test_end_to_end_on_demo(semantic_demo, tmp_path):
-    """fgsn-loc localize --method pfsl on the generated street with ground-truth labels, then evaluate."""
-    from evaluation import evaluate
+def _demo_run(semantic_demo, out, *extra, particles=200):
+    """fgsn-loc localize --method pfsl on the generated street with ground-truth labels: (dataset, submission,
+    results.jsonl records, cache dir)."""
     from localization import localize
     from reconstruction.datasets import load_dataset
 
     data, cache, labels = semantic_demo
     ds = load_dataset("cmu", data)
     overrides = [f"cache_dir={cache}", "localizer.semantics.source=labels", f"localizer.semantics.labels={labels}",
-                 "localizer.pfsl.num_particles=200"]
-    sub = localize.main(localize.build_conf("pfsl", overrides=overrides), ds, tmp_path / "run")
-    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+                 f"localizer.pfsl.num_particles={particles}", *extra]
+    sub = localize.main(localize.build_conf("pfsl", overrides=overrides), ds, out)
+    return ds, sub, [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()], cache
+
+
+def test_end_to_end_on_demo(semantic_demo, tmp_path):
+    """fgsn-loc localize --method pfsl on the generated street with ground-truth labels, then evaluate."""
+    from evaluation import evaluate
+
+    ds, sub, records, cache = _demo_run(semantic_demo, tmp_path / "run")
     assert sorted(r["name"] for r in records) == sorted(q.name for q in ds.queries)
     assert all(r["info"]["odometry"] == "file+noise" for r in records)  # the demo writes odometry files
     report = evaluate.main(ds, sub, tmp_path / "run")
@@ -461,7 +468,7 @@ def test_end_to_end_on_demo(semantic_demo, tmp_path):
     seq_files = sorted((cache).glob("pfsl-gt-n200-*/*.json"))
     assert [p.name for p in seq_files] == ["slice2_dusk_c0.json", "slice2_night_c0.json"]
     mtimes = [p.stat().st_mtime_ns for p in seq_files]
-    sub2 = localize.main(localize.build_conf("pfsl", overrides=overrides), ds, tmp_path / "run2")
+    _, sub2, _, _ = _demo_run(semantic_demo, tmp_path / "run2")
     assert sub2.read_text() == sub.read_text() and [p.stat().st_mtime_ns for p in seq_files] == mtimes
 
 
@@ -469,15 +476,8 @@ def test_visual_odometry_on_demo(semantic_demo, tmp_path):
     """PFSL with visual odometry from the query images (no odometry file, no ground truth): every result says
     so, and the recall compares with the file odometry's."""
     from evaluation import evaluate
-    from localization import localize
-    from reconstruction.datasets import load_dataset
 
-    data, cache, labels = semantic_demo
-    ds = load_dataset("cmu", data)
-    overrides = [f"cache_dir={cache}", "localizer.semantics.source=labels", f"localizer.semantics.labels={labels}",
-                 "localizer.pfsl.num_particles=200", "localizer.pfsl.odometry.source=visual"]
-    sub = localize.main(localize.build_conf("pfsl", overrides=overrides), ds, tmp_path / "run")
-    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    ds, sub, records, _ = _demo_run(semantic_demo, tmp_path / "run", "localizer.pfsl.odometry.source=visual")
     assert all(r["info"]["odometry"] == "visual" for r in records)
     tracked = [r["info"] for r in records if r["info"]["event"] == "track"]
     assert tracked and all(i["vo_inliers"] >= 30 for i in tracked)
@@ -509,17 +509,10 @@ def test_sequences_on_two_workers_equal_serial(semantic_demo, tmp_path):
     """One task per sequence on a 2-worker Dask engine: the same sequence files and submission as serially."""
     import shutil
 
-    from localization import localize
-    from reconstruction.datasets import load_dataset
-
-    data, cache, labels = semantic_demo
-    ds = load_dataset("cmu", data)
-    overrides = [f"cache_dir={cache}", "localizer.semantics.source=labels", f"localizer.semantics.labels={labels}",
-                 "localizer.pfsl.num_particles=120"]
-    serial = localize.main(localize.build_conf("pfsl", overrides=overrides), ds, tmp_path / "serial")
+    _, serial, _, cache = _demo_run(semantic_demo, tmp_path / "serial", particles=120)
     seq_dir = next(cache.glob("pfsl-gt-n120-*"))
     files = {p.name: p.read_bytes() for p in seq_dir.glob("*.json")}
     shutil.rmtree(seq_dir)
-    par = localize.main(localize.build_conf("pfsl", overrides=[*overrides, "workers=2"]), ds, tmp_path / "dask")
+    _, par, _, _ = _demo_run(semantic_demo, tmp_path / "dask", "workers=2", particles=120)
     assert {p.name: p.read_bytes() for p in seq_dir.glob("*.json")} == files and len(files) == 2
     assert par.read_bytes() == serial.read_bytes()
