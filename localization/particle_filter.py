@@ -47,18 +47,20 @@ def perturb_particles(R: np.ndarray, C: np.ndarray, rng: np.random.Generator, si
 
 def init_particles(cam_from_world: np.ndarray, num_particles: int, rng: np.random.Generator, sigma_t_m: float,
                    sigma_rot_rad: float, up: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Particles spread around one pose (see :func:`perturb_particles` for ``up``).
+    """Particles spread around one pose, or around poses drawn uniformly from a set (a prior such as the database
+    poses of a map); see :func:`perturb_particles` for ``up``.
 
     Args:
-        cam_from_world: (3, 4) pose, world -> camera, metres.
+        cam_from_world: (3, 4) pose or (D, 3, 4) poses, world -> camera, metres.
     Returns:
         R: (N, 3, 3) cam_from_world rotations; C: (N, 3) camera centres, world frame.
     """
     T = np.asarray(cam_from_world, dtype=np.float64)
-    if T.shape != (3, 4):
-        raise ValueError(f"cam_from_world must be (3, 4), got {T.shape}")
-    R = np.repeat(T[None, :, :3], num_particles, axis=0)
-    C = np.repeat(camera_center(T)[None], num_particles, axis=0)
+    if T.shape[-2:] != (3, 4) or T.ndim not in (2, 3) or (T.ndim == 3 and len(T) == 0):
+        raise ValueError(f"cam_from_world must be (3, 4) or (D, 3, 4), got {T.shape}")
+    T = np.repeat(T[None], num_particles, 0) if T.ndim == 2 else T[rng.integers(len(T), size=num_particles)]
+    R = T[:, :, :3].copy()
+    C = -np.einsum("nji,nj->ni", R, T[:, :, 3])
     return perturb_particles(R, C, rng, sigma_t_m, sigma_rot_rad, up)
 
 
@@ -354,7 +356,7 @@ def run_filter(frames: Sequence[dict], points: MapPoints, conf: dict, rng: np.ra
             visibility, resample_ess, init, reinit).
         rng: random generator (the whole run is deterministic given it).
         single_image: frame index -> (cam_from_world (3, 4) or None, info dict): the single-image estimate used
-            to (re)initialise.
+            to (re)initialise; or (D, 3, 4) poses: a prior the particles are drawn around (``init.prior_sigma_*``).
         up: (3,) world up, used when ``conf["state"] == "3dof"`` (default +z).
         gravity_cam: (3,) up direction in the camera frame for the 3-DoF state (e.g. from the database); default:
             that of each (re)initialisation estimate. The camera height is that of the estimate.
@@ -374,9 +376,16 @@ def run_filter(frames: Sequence[dict], points: MapPoints, conf: dict, rng: np.ra
 
     def start(pose):
         nonlocal g_cam
-        R0, C0 = init_particles(pose, N, rng, ic["sigma_t_m"], ic["sigma_rot_rad"], up_)
+        prior = np.ndim(pose) == 3  # a set of poses (e.g. the map's database poses), not one estimate
+        sig_t, sig_r = (ic["prior_sigma_t_m"], ic["prior_sigma_rot_rad"]) if prior else (ic["sigma_t_m"],
+                                                                                          ic["sigma_rot_rad"])
+        R0, C0 = init_particles(pose, N, rng, sig_t, sig_r, up_)
         if up_ is not None:
-            g_cam = np.asarray(pose)[:, :3] @ up_ if gravity_cam is None else np.asarray(gravity_cam, np.float64)
+            if gravity_cam is not None:
+                g_cam = np.asarray(gravity_cam, np.float64)
+            else:
+                g = np.asarray(pose)[..., :3] @ up_
+                g_cam = g.mean(0) / np.linalg.norm(g.mean(0)) if prior else g
             R0 = align_gravity(R0, up_, g_cam)
         return R0, C0
 

@@ -126,6 +126,9 @@ default_conf = {
     },
     "resample_ess": 0.5,  # systematic resampling when ESS < resample_ess * num_particles
     "init": {
+        "method": "p3p",  # p3p: a single-image P3P-RANSAC estimate | database: the database poses of the map (no matches)
+        "prior_sigma_t_m": 2.0,  # database: spread of the positions around the drawn database poses, metres
+        "prior_sigma_rot_rad": 0.2,  # database: spread of the rotations around them, radians
         "min_inliers": 15,  # a single-image estimate needs this many P3P inliers to (re)initialise
         "ssmc": False,  # keep only label-consistent matches (SSMC) for the single-image estimate
         "sigma_t_m": 0.3,  # initial spread of the particle positions, metres
@@ -238,6 +241,8 @@ class PFSLLocalizer(SemanticLocalizer):
             raise ValueError(f"pfsl.state must be '3dof' or '6dof', got {pc.state!r}")
         if pc.gravity not in ("estimate", "database"):
             raise ValueError(f"pfsl.gravity must be 'estimate' or 'database', got {pc.gravity!r}")
+        if pc.init.method not in ("p3p", "database"):
+            raise ValueError(f"pfsl.init.method must be 'p3p' or 'database', got {pc.init.method!r}")
         if pc.likelihood.model not in ("label", "agreement"):
             raise ValueError(f"pfsl.likelihood.model must be 'label' or 'agreement', got {pc.likelihood.model!r}")
         settings = OmegaConf.to_yaml(OmegaConf.create({"pfsl": pc, "features": conf.features, "matching": conf.matching,
@@ -330,6 +335,15 @@ class PFSLLocalizer(SemanticLocalizer):
         return keep, weights, info
 
     def _single_image(self, query: ImageRecord, rng: np.random.Generator) -> tuple[np.ndarray | None, dict]:
+        """The (re)initialisation of the filter at ``query``: a P3P-RANSAC pose (``init.method=p3p``), or the
+        (D, 3, 4) database poses of the query's map and camera id (``database``: no 2D-3D matches)."""
+        if self.conf.pfsl.init.method == "database":
+            db = [d for d in self.dataset.database if d.map_id == query.map_id and d.cam_from_world is not None]
+            same = [d for d in db if d.camera_id == query.camera_id] or db
+            if not same:
+                return None, {"frame": query.name, "reason": f"no database pose in map {query.map_id}"}
+            return np.array([d.cam_from_world for d in same]), {"frame": query.name, "init": "database",
+                                                                 "num_poses": len(same)}
         res = StructureLocalizer.localize(self, query, rng)
         info = {"frame": query.name, "num_matches": res.num_matches, "num_inliers": res.num_inliers}
         if not res.success or res.num_inliers < self.conf.pfsl.init.min_inliers:
