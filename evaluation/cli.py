@@ -6,13 +6,20 @@ when their subcommand is chosen, so ``fgsn-loc --help`` is fast and a broken opt
 subcommand does not break the others.
 
 To add a subcommand, add one line to ``COMMANDS``.
+
+A mistake in the input (the project's :class:`fgsn.utils.errors.UserError` types: dataset, submission,
+configuration, existing output, unreadable image) prints ``error: <message>`` on one line, also to the run's
+``log.txt`` when logging has started, and exits with status 2; ``--debug`` (anywhere on the command line) or
+``FGSN_LOC_DEBUG=1`` shows the traceback instead. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
+from fgsn.utils.errors import UserError
 from fgsn.utils.registry import import_object
 
 # name -> (module, one-line help)
@@ -47,11 +54,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's C++ info logs; set before pycolmap loads
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("FGSN_LOC_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     module = import_object(COMMANDS[args.command][0])
-    ret = module.run(args)
+    try:
+        ret = module.run(args)
+    except UserError as e:
+        if debug:
+            raise
+        if logging.getLogger().handlers:  # the run's log.txt, when logging has started
+            logging.getLogger("fgsn-loc").error("error: %s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return int(ret or 0)
 
 

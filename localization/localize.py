@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -37,11 +38,14 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from fgsn.utils.config import merge_config, save_config
+from fgsn.utils.errors import OutputExistsError
+from fgsn.utils.io import ImageReadError
 from fgsn.utils.logging import setup_logging
 from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 from fgsn.utils.registry import lookup
 from fgsn.utils.seeding import keyed_rng
 from reconstruction.datasets import SeasonsDataset, load_dataset, parse_slices
+from reconstruction.records import DatasetError
 
 from . import submission as sub
 from .base import Localizer, QueryResult
@@ -83,7 +87,7 @@ def _run_one(localizer: Localizer, query, seed: int) -> QueryResult:
     t0 = time.perf_counter()
     try:
         result = localizer.localize(query, keyed_rng(seed, query.key))
-    except (ValueError, KeyError, OSError) as e:  # bad data for this query: a failed result, not a dead run
+    except (DatasetError, ImageReadError, OSError) as e:  # bad data for this query: a failed result; a bug stops
         logger.error("Query %s failed with an error: %s", query.name, e)
         result = QueryResult(query.name, False, info={"reason": f"error: {e}"})
     result.time_s = time.perf_counter() - t0
@@ -114,7 +118,7 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
     Returns:
         Path of ``submission.txt``.
     Raises:
-        FileExistsError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is given.
+        OutputExistsError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is given.
         ValueError: ``resume`` with a configuration different from the saved one.
     """
     out_dir = Path(out_dir)
@@ -125,7 +129,8 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
         if overwrite:
             results_path.unlink()
         elif not resume:
-            raise FileExistsError(f"{results_path} exists: pass --resume to continue that run or --overwrite to restart")
+            raise OutputExistsError(f"{results_path} exists: pass --resume to continue that run or --overwrite to "
+                                    "restart")
         elif conf_path.exists():
             # keys added to the defaults since that run count with their default values
             old = OmegaConf.merge(OmegaConf.to_container(build_conf(conf.method)), OmegaConf.load(conf_path))
@@ -192,11 +197,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. localizer.ransac.num_iterations=1000")
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """``fgsn-loc localize``: 0, or 1 when no query was localized (the commonest reasons are logged)."""
     extra = engine_options(args)
     if args.checkpoint is not None:
         extra["localizer"] = {"checkpoint": str(args.checkpoint)}
     conf = build_conf(args.method, args.config, args.overrides, extra)
+    dataset = load_dataset(args.dataset, args.root, parse_slices(args.slices))  # before OUT exists: nothing left
     setup_logging(args.out / "log.txt")
-    dataset = load_dataset(args.dataset, args.root, parse_slices(args.slices))
     main(conf, dataset, args.out, resume=args.resume, overwrite=args.overwrite)
+    records = sub.read_results(args.out / "results.jsonl")
+    if records and not any(r.get("success") for r in records.values()):
+        reasons = Counter(r.get("info", {}).get("reason", "not localized") for r in records.values())
+        logger.error("No query was localized; commonest reasons: %s",
+                     "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common(3)))
+        return 1
+    return 0

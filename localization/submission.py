@@ -23,6 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
+from fgsn.utils.errors import UserError
 from fgsn.utils.io import atomic_path
 from reconstruction.datasets import SeasonsDataset
 from reconstruction.geometry import pose_from_qvec_tvec, rotmat_to_qvec
@@ -38,7 +39,7 @@ _NAME_PATTERNS = {
 }
 
 
-class SubmissionError(ValueError):
+class SubmissionError(UserError, ValueError):
     """A submission or results file is invalid; the message names the file, line and problem."""
 
 

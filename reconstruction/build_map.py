@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fgsn.utils.config import merge_config
+from fgsn.utils.errors import OutputExistsError
 from fgsn.utils.logging import setup_logging
 
 from . import features as feature_step
@@ -116,14 +117,14 @@ def main(conf, dataset: SeasonsDataset, map_id: str, out_dir: Path, cache_dir: P
     """Triangulate the model of ``map_id`` from its database images and write it to ``out_dir`` (COLMAP binary).
 
     Raises:
-        FileExistsError: ``out_dir`` holds a model and not ``overwrite``.
+        OutputExistsError: ``out_dir`` holds a model and not ``overwrite``.
         ValueError: fewer than 2 database images, or no point could be triangulated.
     """
     import pycolmap
 
     out_dir = Path(out_dir)
     if (out_dir / "points3D.bin").exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already holds a model; pass --overwrite to rebuild it")
+        raise OutputExistsError(f"{out_dir} already holds a model; pass --overwrite to rebuild it")
     records: list[ImageRecord] = dataset.database_for_map(map_id)
     if len(records) < 2:
         raise ValueError(f"{map_id}: need at least 2 database images to triangulate, got {len(records)}")

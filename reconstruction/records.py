@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fgsn.utils.errors import UserError
+
 from .camera import Camera
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file is missing or malformed; the message names the file and the problem."""
 
 

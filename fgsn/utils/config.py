@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import ConfigError
+
 
 def merge_config(
     default_conf: Mapping[str, Any] | DictConfig,
@@ -29,8 +31,8 @@ def merge_config(
     Returns:
         The merged configuration, read-only keys checked (struct mode).
     Raises:
-        FileNotFoundError: the YAML file does not exist.
-        ValueError: a key is unknown (names the key and the source), or an override is not ``key=value``.
+        ConfigError: the YAML file does not exist, a key is unknown (names the key and the source), or an
+            override is not ``key=value`` (a ``ValueError``).
     """
     conf = OmegaConf.create(default_conf if not isinstance(default_conf, DictConfig) else OmegaConf.to_container(default_conf))
     OmegaConf.set_struct(conf, True)
@@ -38,14 +40,14 @@ def merge_config(
     if yaml_path is not None:
         yaml_path = Path(yaml_path)
         if not yaml_path.is_file():
-            raise FileNotFoundError(f"Config file not found: {yaml_path}")
+            raise ConfigError(f"{yaml_path}: configuration file not found")
         sources.append((str(yaml_path), OmegaConf.load(yaml_path)))
     if extra:
         sources.append(("arguments", OmegaConf.create(dict(extra))))
     dotlist = []
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"Override {item!r} is not of the form key=value")
+            raise ConfigError(f"override {item!r} is not of the form key=value")
         dotlist.append(item)
     if dotlist:
         sources.append(("command line", OmegaConf.from_dotlist(dotlist)))
@@ -53,7 +55,7 @@ def merge_config(
         try:
             conf = OmegaConf.merge(conf, src)
         except Exception as e:  # omegaconf raises ConfigKeyError / ValidationError subclasses
-            raise ValueError(f"Invalid configuration from {name}: {e}") from None
+            raise ConfigError(f"invalid configuration from {name}: {e}") from None
     return conf
 
 

@@ -10,8 +10,10 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from .errors import UserError
 
-class ImageReadError(ValueError):
+
+class ImageReadError(UserError, ValueError):
     """An image file is missing, truncated or not decodable; the message names the file and the problem."""
 
 
