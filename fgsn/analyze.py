@@ -2,7 +2,7 @@
 
 - Against semantic labels (a CamVid-layout set): the contingency table between the network's labels (FGSN
   clusters) and the semantic classes (void ignored), its normalised mutual information
-  NMI = I(U; V) / ((H(U) + H(V)) / 2) (arithmetic normalisation, as scikit-learn's default), and a heatmap PNG
+  NMI = I(U; V) / sqrt(H(U) H(V)) (the FGSN paper's Eq. 4; scikit-learn's average_method='geometric'), and a heatmap PNG
   (rows: clusters sorted by their dominant class; each row normalised to sum 1).
 - On correspondence data: the cross-condition label agreement (fraction of correspondences whose two pixels get
   the same label), overall and per target condition, and its Cohen's kappa (``fgsn.train.label_agreement``).
@@ -62,7 +62,9 @@ def contingency_table(clusters: np.ndarray, classes: np.ndarray, k: int, c: int)
 
 
 def nmi_from_contingency(table: np.ndarray) -> float:
-    """Normalised mutual information I / ((H(U) + H(V)) / 2) of a contingency table (natural log).
+    """Normalised mutual information I(U; V) / sqrt(H(U) H(V)) of a contingency table (natural log), the FGSN
+    paper's Eq. 4 (Larsson et al., ICCV 2019); one partition with a single cluster (H = 0) gives 0 unless both
+    have (then 1).
 
     Returns 1.0 when both partitions are identical single clusters (H = 0 for both), 0.0 for an empty table.
     """
@@ -76,9 +78,11 @@ def nmi_from_contingency(table: np.ndarray) -> float:
     mi = float((p[nz] * np.log(p[nz] / (pu[:, None] * pv[None, :])[nz])).sum())
     hu = float(-(pu[pu > 0] * np.log(pu[pu > 0])).sum())
     hv = float(-(pv[pv > 0] * np.log(pv[pv > 0])).sum())
-    if hu + hv == 0:
+    if hu == 0 and hv == 0:
         return 1.0
-    return max(mi, 0.0) / ((hu + hv) / 2)
+    if hu == 0 or hv == 0:
+        return 0.0
+    return max(mi, 0.0) / np.sqrt(hu * hv)
 
 
 def plot_contingency(table: np.ndarray, class_names, path: Path, title: str = "") -> Path:

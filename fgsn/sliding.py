@@ -1,10 +1,11 @@
 """Sliding-window inference (FGSN / PSPNet: Zhao et al., CVPR 2017; Larsson et al., ICCV 2019, Sec. 4).
 
 Patches of ``patch`` x ``patch`` pixels with ``step`` pixels between windows in both directions; the last window
-in each direction is flush with the image border. Each window's output is weighted by a map that is 1 on the
-central ``center`` x ``center`` pixels and falls linearly towards the patch edges (to 1 / (margin + 1) on the
-edge pixel itself, so that every pixel has a positive weight); per pixel the weighted mean over the windows is
-taken. Images smaller than a patch are padded (bottom/right) with the mean colour.
+in each direction is flush with the image border. Each window's output is weighted by the paper's map (Sec. 4):
+1 on the central ``center`` x ``center`` square (236 for 713-pixel patches) and falling linearly to 0 at the patch
+edges, a continuous function evaluated at the pixel centres (so the edge pixels keep a small positive weight and
+every pixel is covered); per pixel the weighted mean over the windows is taken. Images smaller than a patch are
+padded (bottom/right) with the mean colour.
 """
 from __future__ import annotations
 
@@ -34,14 +35,17 @@ def window_starts(size: int, patch: int, step: int) -> list[int]:
 
 
 def window_weights(patch: int, center: int) -> torch.Tensor:
-    """(patch, patch) weights: 1 on the central ``center`` pixels, linear fall-off to the edges.
+    """(patch, patch) weights: 1 on the central ``center`` x ``center`` square, linear to 0 at the patch edges
+    (Larsson et al., ICCV 2019, Sec. 4).
 
-    With margin m = (patch - center) // 2 the 1-D weight at index i is min(1, (min(i, patch-1-i) + 1) / (m + 1));
-    the 2-D weight is the minimum of the row and column weights.
+    In continuous coordinates x in [0, patch] (pixel i covers [i, i + 1]) the 1-D weight is
+    min(1, min(x, patch - x) / m) with m = (patch - center) / 2, sampled at the pixel centres x = i + 0.5; the 2-D
+    weight is the minimum of the row and column weights. 713 / 236: m = 238.5, weight 1 from pixel 238 to 474,
+    0.5 / 238.5 on the edge pixels.
     """
-    m = max((patch - center) // 2, 0)
-    i = torch.arange(patch, dtype=torch.float32)
-    w = torch.clamp((torch.minimum(i, patch - 1 - i) + 1) / (m + 1), max=1.0)
+    m = max((patch - center) / 2, 0.5)
+    x = torch.arange(patch, dtype=torch.float64) + 0.5
+    w = torch.clamp(torch.minimum(x, patch - x) / m, max=1.0).float()
     return torch.minimum(w[:, None], w[None, :])
 
 
@@ -56,7 +60,7 @@ def sliding_window(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tens
             bilinearly (align_corners=True) to the window size.
         image: (3, H, W) RGB 0-255 float.
         patch: window side, pixels. step: window stride, pixels. center: side of the full-weight centre
-            (default: ``patch - 2 * (patch - step)``, i.e. 236 for 713 / 476).
+            (default: the paper's proportion, ``round(patch * 236 / 713)``: 236 for 713-pixel patches).
         batch_size: windows per call of ``fn``.
         points: optional (N, 2) pixel positions (x, y); then only the outputs at these points are returned.
     Returns:
@@ -65,7 +69,7 @@ def sliding_window(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tens
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"Expected a (3, H, W) image, got {tuple(image.shape)}")
     if center is None:
-        center = max(patch - 2 * (patch - step), 1)
+        center = max(round(patch * 236 / 713), 1)
     _, H, W = image.shape
     Hp, Wp = max(H, patch), max(W, patch)
     if (Hp, Wp) != (H, W):

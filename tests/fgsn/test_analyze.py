@@ -14,8 +14,10 @@ def test_nmi_known_answers():
     assert nmi_from_contingency(np.array([[0, 5], [7, 0]])) == pytest.approx(1.0)
     # independent partitions -> 0
     assert nmi_from_contingency(np.array([[3, 3], [3, 3]])) == pytest.approx(0.0, abs=1e-12)
-    # hand-computed: clusters split one class in two: I = H(V) = ln 2, H(U) = 1.5 ln 2 -> NMI = 2 / 2.5
-    assert nmi_from_contingency(np.array([[2, 0], [2, 0], [0, 4]])) == pytest.approx(0.8)
+    # hand-computed: clusters split one class in two: I = H(V) = ln 2, H(U) = 1.5 ln 2 -> NMI = 1 / sqrt(1.5)
+    # (the paper's Eq. 4; the arithmetic normalisation would give 2 / 2.5 = 0.8)
+    assert nmi_from_contingency(np.array([[2, 0], [2, 0], [0, 4]])) == pytest.approx(1 / np.sqrt(1.5))
+    assert nmi_from_contingency(np.array([[4, 4]])) == 0.0  # one cluster, two classes: H(U) = 0
     assert nmi_from_contingency(np.zeros((2, 2))) == 0.0
 
 

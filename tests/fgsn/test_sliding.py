@@ -19,17 +19,17 @@ class TestWindows:
             window_starts(100, 50, 0)
 
     def test_weights(self):
+        """The paper's map: 1 on the central 236 x 236 square, linear to 0 at the edges (at pixel centres)."""
         w = window_weights(713, 236)
-        m = (713 - 236) // 2  # 238
+        m = (713 - 236) / 2  # 238.5: the fall-off's length
         assert w.shape == (713, 713)
-        assert torch.all(w[m:713 - m, m:713 - m] == 1)
-        assert (w[m:713 - m, m:713 - m]).shape[0] == 237
-        assert w[0, 0] == pytest.approx(1 / (m + 1)) and w[0, 0] > 0
-        assert w[356, m - 1] < 1 and w[356, m - 1] == pytest.approx(m / (m + 1))
+        row = w[356]
+        assert torch.all(row[238:475] == 1) and row[237] < 1 and row[475] < 1  # pixel centres 238.5 .. 474.5
+        assert row[0] == pytest.approx(0.5 / m) and row[0] > 0  # the edge line itself is at 0
+        assert row[100] == pytest.approx(100.5 / m)
         assert torch.allclose(w, w.flip(0)) and torch.allclose(w, w.T)
-        # linear fall-off along a row through the centre
-        d = torch.diff(w[356, :m + 1])
-        assert torch.allclose(d, torch.full_like(d, 1 / (m + 1)))
+        d = torch.diff(row[:239])  # linear fall-off
+        assert torch.allclose(d, torch.full_like(d, 1 / m), atol=1e-6)
 
 
 class TestSlidingWindow:
