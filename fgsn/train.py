@@ -11,8 +11,10 @@ with SGD (momentum 0.9, weight decay 1e-4, lr 2.5e-5 in the paper, batch 1).
 Validation (every ``train.val_interval`` iterations and at the end), on the validation pairs (all, or the first
 ``val_max_pairs``), with sliding-window inference on the full resized images:
 
-- ``val_loss_corr``: L_corr with the reference labels of the current clustering (model selection: the lowest
-  is saved as ``checkpoints/best.pt``);
+- ``val_loss_corr``: L_corr with the reference labels of the current clustering (model selection, as the paper:
+  the lowest over the whole run is saved as ``checkpoints/best.pt``; ``train.best_per_clustering`` **(ours)**
+  restarts the selection at each re-clustering, since L_corr values of different clusterings are not the same
+  measure);
 - ``val_agreement``: cross-condition label agreement, the fraction of correspondences whose two pixels get the
   same label (argmax of the classifier) -- the main metric;
 - ``val_labels_used``: number of distinct labels predicted at those points (a collapsed network reaches a high
@@ -99,6 +101,7 @@ default_conf = {
         "log_interval": 50,  # iterations between training-loss rows in metrics.csv
         "val_interval": 1000,  # iterations between validations
         "val_max_pairs": None,  # validate on the first N validation pairs; null = all
+        "best_per_clustering": False,  # ours: restart best.pt's selection at each re-clustering (paper: over the run)
         "save_interval": 1000,  # iterations between last.pt saves
         "device": "auto",  # auto, cpu or cuda
         "num_threads": None,  # torch CPU threads; null = torch default
@@ -401,7 +404,8 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
                 model.reset_classifier(conf.model.num_classes)
                 _reset_momentum(optimizer, model.classifier_parameters())
                 cluster_it = it
-                best = {"val_loss_corr": float("inf"), "iteration": -1}  # L_corr is relative to the clustering
+                if conf.train.best_per_clustering:  # ours: L_corr is measured against the current clustering
+                    best = {"val_loss_corr": float("inf"), "iteration": -1}
                 _save(last, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best)
                 if it == 0:  # the untrained-start network's classifier, measured like every later validation
                     metrics.update({f"init_{k}": v for k, v in do_validate(0, keep_best=False).items()

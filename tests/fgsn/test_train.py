@@ -66,6 +66,11 @@ def test_recluster_resets_classifier(tiny_corr_root, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [int(r["iteration"]) for r in rows if r["event"] == "cluster"] == [0, 2]
     assert (tmp_path / "labels" / "clusters-iter000002.h5").is_file()
+    # best.pt: the lowest validation L_corr over the whole run (the paper), not only since the last clustering
+    val = [(float(r["val_loss_corr"]), int(r["iteration"])) for r in rows
+           if r["event"] == "val" and int(r["iteration"]) > 0]
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    assert len(val) >= 2 and best["iteration"] == min(val)[1]
 
 
 def test_misspelt_key_rejected(tiny_corr_root):
