@@ -17,9 +17,11 @@ The file is read as a stream, one line at a time (RobotCar Seasons' model is abo
 points block is parsed in chunks of lines into NumPy arrays (:class:`NVMModel`), never into per-point Python
 objects. Blank lines are skipped everywhere.
 
-VisualSfM can write several models into one file (each a camera block and a points block, then a line ``0``).
-Only the first model is read, as before streaming (reading the others is a separate issue); the file is not
-read past the first model's points block.
+VisualSfM can write several models into one file (each a camera block and a points block; a line ``0`` ends
+the list). :func:`read_nvm_arrays` / :func:`read_nvm` read the model chosen with ``model`` (0-based; the ones
+before it are skipped line by line, unparsed); with ``model=None`` a file holding more than one model is an
+error naming the count of the next model, never silently its first one. :func:`read_nvm_poses` reads only the
+chosen model's camera block (default the first).
 """
 from __future__ import annotations
 
@@ -109,14 +111,28 @@ def _read_count(path: Path, lines: Iterator[tuple[int, list[str]]], what: str,
     return count, lineno
 
 
-def _parse_cameras(path: Path, lines: Iterator[tuple[int, list[str]]]) -> tuple[NVMCameras, int]:
-    """Header and camera block, consumed from ``lines``: (cameras, number of the last line read)."""
+def _skip_models(path: Path, lines: Iterator[tuple[int, list[str]]], model: int) -> int:
+    """Consume the header and the ``model`` models before the chosen one; returns the last line number read."""
     first = next(lines, None)
     if first is None or first[1][0] != "NVM_V3":
         raise DatasetError(f"{path}: not an NVM_V3 file (first line must be 'NVM_V3')")
-    n_cams, lineno = _read_count(path, lines, "cameras", first[0])
-    if n_cams is None:
-        raise DatasetError(f"{path}:{lineno}: file ends before the number of cameras")
+    lineno = first[0]
+    for k in range(model):
+        for what in ("cameras", "points"):
+            n, lineno = _read_count(path, lines, what, lineno)
+            if not n and what == "cameras":
+                raise DatasetError(f"{path}:{lineno}: model {model} asked for, the file holds {k}")
+            for lineno, _ in zip(range(n or 0), lines):
+                pass
+    return lineno
+
+
+def _parse_cameras(path: Path, lines: Iterator[tuple[int, list[str]]], model: int = 0) -> tuple[NVMCameras, int]:
+    """Header (and the models before ``model``) and the camera block, consumed from ``lines``: (cameras, number
+    of the last line read)."""
+    n_cams, lineno = _read_count(path, lines, "cameras", _skip_models(path, lines, model))
+    if n_cams is None or (model > 0 and n_cams == 0):
+        raise DatasetError(f"{path}:{lineno}: file ends before the number of cameras of model {model}")
     names, focal, poses = [], [], []  # lists: a corrupt count allocates nothing
     for _, (lineno, t) in zip(range(n_cams), lines):
         if len(t) < 9:
@@ -193,8 +209,8 @@ def _parse_point_chunk(path: Path, chunk: list[tuple[int, list[str]]], n_cams: i
             meas[:, 2:].copy())
 
 
-def read_nvm_arrays(path: str | Path) -> NVMModel:
-    """Read the first model of an NVM_V3 file into arrays, streaming the file in chunks of lines.
+def read_nvm_arrays(path: str | Path, model: int | None = None) -> NVMModel:
+    """Read one model of an NVM_V3 file into arrays, streaming the file in chunks of lines.
 
     Memory: the returned arrays (24 bytes per observation, 35 per point) plus one chunk of ``_CHUNK_LINES``
     lines as Python tokens; while the chunks are joined, one field's array exists twice. Compared with the
@@ -203,16 +219,17 @@ def read_nvm_arrays(path: str | Path) -> NVMModel:
 
     Args:
         path: the ``.nvm`` file.
+        model: which model (0-based); None: the file must hold one model.
     Returns:
         NVMModel: cameras, points and their flat tracks, in file order.
     Raises:
         DatasetError: missing file, malformed header, camera or point line, a point observed in an unknown
-            image, fewer cameras or points than the header announces (a truncated file); each names the file
-            and the line.
+            image, fewer cameras or points than the header announces (a truncated file), a file of several
+            models with ``model=None`` or fewer models than ``model``; each names the file and the line.
     """
     path = Path(path)
     lines = _lines(path)
-    cams, lineno = _parse_cameras(path, lines)
+    cams, lineno = _parse_cameras(path, lines, model or 0)
     n_pts, lineno = _read_count(path, lines, "points", lineno)
     n_pts = n_pts or 0  # a file that ends after its cameras has no points
     parts = []
@@ -224,9 +241,14 @@ def read_nvm_arrays(path: str | Path) -> NVMModel:
         parts.append(_parse_point_chunk(path, chunk, len(cams.names)))
         read += len(chunk)
         lineno = chunk[-1][0]
-    lines.close()  # a multi-model file: the models after the first one are not read
     if read != n_pts:
         raise DatasetError(f"{path}:{lineno}: file ends after {read} points, header announces {n_pts}")
+    if model is None:  # the next line: end of file, the end-of-models 0, a PLY trailer, or another model
+        nxt = next(lines, None)
+        if nxt is not None and nxt[1][0].isdigit() and int(nxt[1][0]) > 0:
+            raise DatasetError(f"{path}:{nxt[0]}: the file holds more than one model (the next has {nxt[1][0]} "
+                               "cameras): choose one with model=K (0 = the first)")
+    lines.close()  # the models after the chosen one are not read
     if not parts:
         parts = [(np.empty((0, 3)), np.empty((0, 3), np.uint8), np.empty(0, np.int64), np.empty(0, np.int32),
                   np.empty(0, np.int32), np.empty((0, 2)))]
@@ -244,25 +266,25 @@ def _key(name: str) -> str:
     return str(Path(name.lstrip("./")).with_suffix(""))
 
 
-def read_nvm_poses(path: str | Path) -> dict[str, np.ndarray]:
+def read_nvm_poses(path: str | Path, model: int = 0) -> dict[str, np.ndarray]:
     """Camera poses of an NVM model; only the header and the camera block are read.
 
     Args:
         path: the ``.nvm`` file.
     Returns:
         image key (``condition/camera/<ts>``, no extension) -> (3, 4) cam_from_world (world -> camera, world
-        units of the model) of every camera of the first model.
+        units of the model) of every camera of model ``model`` (0-based; default the first).
     Raises:
         DatasetError: missing file, malformed header or camera line, fewer cameras than announced.
     """
     path = Path(path)
     lines = _lines(path)
-    cams, _ = _parse_cameras(path, lines)
+    cams, _ = _parse_cameras(path, lines, model)
     lines.close()
     return {_key(name): pose for name, pose in zip(cams.names, cams.cam_from_world)}
 
 
-def read_nvm(path: str | Path, camera_of: Callable[[str], tuple[str, Camera]]):
+def read_nvm(path: str | Path, camera_of: Callable[[str], tuple[str, Camera]], model: int | None = None):
     """Read an NVM model into a ``pycolmap.Reconstruction`` with images, poses, points and tracks.
 
     Image ``i`` of the file gets image id ``i + 1``, point ``p`` gets point id ``p + 1``; an image's keypoints
@@ -272,6 +294,7 @@ def read_nvm(path: str | Path, camera_of: Callable[[str], tuple[str, Camera]]):
         path: the ``.nvm`` file.
         camera_of: image key -> (image name to use in the reconstruction, intrinsics). The NVM focal length is
             not used: the dataset's intrinsics are authoritative.
+        model: which model of the file (:func:`read_nvm_arrays`).
     Returns:
         pycolmap.Reconstruction; 2D observations in COLMAP pixel convention, world units of the model.
     Raises:
@@ -279,7 +302,7 @@ def read_nvm(path: str | Path, camera_of: Callable[[str], tuple[str, Camera]]):
     """
     import pycolmap
 
-    model = read_nvm_arrays(path)
+    model = read_nvm_arrays(path, model)
     cams = model.cameras
     rec = pycolmap.Reconstruction()
     cam_ids: dict[Camera, int] = {}

@@ -65,11 +65,21 @@ class TestReadNvmArrays:
         np.testing.assert_array_equal(m.track_length, [0])
         assert m.image_idx.shape == (0,)
 
-    def test_only_the_first_model_is_read(self, tmp_path):
-        # VisualSfM multi-model file: a second model after the first; it is ignored (not even parsed)
-        second = "\n1\nsecond.png 1 1 0 0 0 0 0 0 0 0\n1\nnot a point line\n0\n"
-        m = nvm.read_nvm_arrays(_write(tmp_path, tail=second))
+    def test_multi_model_file(self, tmp_path):
+        """VisualSfM multi-model file: an error unless a model is chosen; the chosen one is read."""
+        second = "\n1\nsecond.png 1 1 0 0 0 0 0 0 0 0\n1\n1 2 3 4 5 6 1 0 0 0.5 0.5\n0\n"
+        path = _write(tmp_path, tail=second)
+        with pytest.raises(DatasetError, match="more than one model"):
+            nvm.read_nvm_arrays(path)
+        m = nvm.read_nvm_arrays(path, model=0)
         assert len(m.cameras.names) == 2 and len(m.xyz) == 3
+        m1 = nvm.read_nvm_arrays(path, model=1)
+        assert m1.cameras.names == ["second.png"] and len(m1.xyz) == 1 and m1.image_idx.tolist() == [0]
+        assert list(nvm.read_nvm_poses(path, model=1)) == ["second"]
+        with pytest.raises(DatasetError, match="model 2"):
+            nvm.read_nvm_arrays(path, model=2)
+        single = nvm.read_nvm_arrays(_write(tmp_path, tail="\n0\n"))  # one model and the end marker: fine
+        assert len(single.xyz) == 3
 
     def test_poses_read_only_the_cameras(self, tmp_path):
         path = _write(tmp_path, points=["garbage"])
