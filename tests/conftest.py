@@ -37,24 +37,6 @@ def seasons_robotcar(shared_data) -> Path:
 # A small generated street (one slice, 14 database frames, 4 queries per condition) with ground-truth semantics,
 # its triangulated map and a label file made from the ground-truth class PNGs: the common input of the tests of
 # the semantic methods (label-map, SSMC, GSMC, PFSL). Built once per test session.
-def ground_truth_label_items(dataset) -> list:
-    """(image key, ground-truth class PNG) of every database and query image of a generated dataset, for
-    :func:`reconstruction.semantics.labels_from_pngs` (a perfect "precomputed" label source, ``len(CLASSES)``
-    labels).
-
-    Raises:
-        FileNotFoundError: a PNG is missing (the dataset was generated with ``write_semantics=false``).
-    """
-    items = []
-    for r in dataset.database + dataset.queries:
-        slice_dir, split, fname = Path(r.key).parts[-3:]
-        png = Path(dataset.root) / slice_dir / "semantics" / split / (Path(fname).stem + ".png")
-        if not png.is_file():
-            raise FileNotFoundError(f"{png}: ground-truth semantics missing (generate with write_semantics=true)")
-        items.append((r.key, png))
-    return items
-
-
 SEMANTIC_DEMO_OVERRIDES = ["trajectory.n_database=14", "trajectory.n_queries=4", "conditions=[dusk,night]",
                            "write_correspondences=false"]
 
@@ -72,6 +54,6 @@ def semantic_demo(tmp_path_factory):
     ds = load_dataset("cmu", data)
     for map_id, src in ds.maps.items():
         build_map.main(merge_config(build_map.default_conf), ds, map_id, src.model_path, cache)
-    labels = semantics.labels_from_pngs(ground_truth_label_items(ds), cache / "labels-gt.h5",
+    labels = semantics.labels_from_pngs(synthetic.ground_truth_label_items(ds), cache / "labels-gt.h5",
                                         len(synthetic.CLASSES))
     return data, cache, labels

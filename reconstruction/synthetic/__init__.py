@@ -299,6 +299,24 @@ def main(conf: DictConfig | dict, out_dir: Path, overwrite: bool = False, engine
 # ----------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------
+def ground_truth_label_items(dataset) -> list:
+    """(image key, ground-truth class PNG) of every database and query image of a generated dataset, for
+    :func:`reconstruction.semantics.labels_from_pngs` (a perfect "precomputed" label source, ``len(CLASSES)``
+    labels).
+
+    Raises:
+        FileNotFoundError: a PNG is missing (the dataset was generated with ``write_semantics=false``).
+    """
+    items = []
+    for r in dataset.database + dataset.queries:
+        slice_dir, split, fname = Path(r.key).parts[-3:]
+        png = Path(dataset.root) / slice_dir / "semantics" / split / (Path(fname).stem + ".png")
+        if not png.is_file():
+            raise FileNotFoundError(f"{png}: ground-truth semantics missing (generate with write_semantics=true)")
+        items.append((r.key, png))
+    return items
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write")
     parser.add_argument("--config", type=Path, default=None, help="YAML file with keys of default_conf")
