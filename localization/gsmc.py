@@ -195,11 +195,11 @@ class _Scene:
         out[idx] = ok & (self.qlab[vi * W + ui] == label[t])
         return out
 
-    def arcs(self, f: torch.Tensor, k: torch.Tensor):
+    def arcs(self, f: torch.Tensor):
         """Integer angle intervals outside of which a triple cannot count: the exact distance arcs intersected with
         necessary conditions of the cone test (at the smallest / largest distance the circle allows) and of the
-        projection guard (:attr:`cos_fov`), each arc widened by ``_EPS_ANGLE``. ``f``: (T, F) features, ``k``:
-        (T,) match indices. Returns (T, 8) starts in [0, N) and (T, 8) lengths in [0, N]; pieces are disjoint."""
+        projection guard (:attr:`cos_fov`), each arc widened by ``_EPS_ANGLE``. ``f``: (T, 20) features
+        (:meth:`features`). Returns (T, 8) starts in [0, N) and (T, 8) lengths in [0, N]; pieces are disjoint."""
         N, step = self.N, 2 * math.pi / self.N
         A, lo, hi, bx, by = f[:, 0], f[:, 3], f[:, 4], f[:, 9], f[:, 10]
         B = torch.sqrt(f[:, 1] ** 2 + f[:, 2] ** 2)  # 2 r beta: |C(phi) - X_j|^2 = A + B cos(phi - theta)
@@ -336,14 +336,15 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
                 (1.0 / (1.0 + distance_margin), 1.0 + distance_margin), device)
     valid = sc.valid & finite
     N, H = sc.N, sc.H
-    hyp = np.broadcast_to(valid[:, :, None], (K, H, N)).copy()
+    hyp_t = None  # (K * H * N,) hypotheses kept by the view-cone restriction
     if restrict_to_view_cone:
         vdir, spread = match_view
         u, a1, a2 = horizontal_basis(up)
         phi0 = np.arctan2(-(vdir @ a2), -(vdir @ a1))  # w = horizontal camera -> point = -view_dir's
         phis = np.arange(N) * (2 * math.pi / N)
         dphi = np.abs((phis[None] - phi0[:, None] + math.pi) % (2 * math.pi) - math.pi)  # (K, N)
-        hyp &= (dphi <= (np.asarray(spread) + math.radians(view_margin_deg))[:, None])[:, None, :]
+        keep = dphi <= (np.asarray(spread) + math.radians(view_margin_deg))[:, None]
+        hyp_t = torch.as_tensor(np.broadcast_to(keep[:, None, :], (K, H, N)).reshape(-1), device=device)
     if algorithm == "brute":
         near = [np.arange(len(point_rows))] * K
     else:
@@ -354,7 +355,6 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
         reach = np.where(valid, sc.r.cpu().numpy() + np.abs(np.where(finite, heights, 0) - sc.Xk[:, :1].cpu().numpy()), 0)
         radius = reach.max(1) + float(lmap.d_max[point_rows].max()) * (1 + distance_margin) + 1e-6
         near = tree.query_ball_point(np.asarray(points3D, np.float64), radius)
-    hyp_t = torch.as_tensor(hyp.reshape(-1), device=device) if restrict_to_view_cone else None
     valid_t = torch.as_tensor(valid, device=device)
     out = torch.zeros(K, dtype=torch.int64, device=device)
     budget = max(int(max_batch_elements), N)
@@ -378,7 +378,7 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
             starts = torch.zeros((len(lk), 1), dtype=torch.int64, device=device)
             lengths = torch.full((len(lk), 1), N, dtype=torch.int64, device=device)
         else:
-            starts, lengths = sc.arcs(f, k_t[lk])
+            starts, lengths = sc.arcs(f)
         out[k_t] = _count(sc, f, lk, hh, jj, k_t, starts, lengths, hyp_t, len(ks), budget)
     return out.cpu().numpy()
 
