@@ -5,6 +5,7 @@ import pytest
 from evaluation import cli
 from fgsn.utils.config import merge_config
 from fgsn.utils.errors import ConfigError
+from localization.base import Localizer, QueryResult
 
 
 def _err(capsys) -> str:
@@ -40,7 +41,6 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_programming_error_stops_the_run(monkeypatch):
     """_run_one turns data errors into failed results, never a bug (here a KeyError) into one."""
     from localization import localize
-    from localization.base import Localizer
     from reconstruction.records import DatasetError, ImageRecord
 
     q = ImageRecord("q.jpg", "query/q.jpg", None, None, "c0", "snow", ("urban",), 0.0, "slice2")
@@ -56,3 +56,21 @@ def test_programming_error_stops_the_run(monkeypatch):
     assert not failed.success and "truncated" in failed.info["reason"]
     with pytest.raises(KeyError):
         localize._run_one(Broken(KeyError("a bug")), q, 0)
+
+
+class _AlwaysFails(Localizer):
+    """Stand-in method: every query fails with the same reason."""
+
+    def localize(self, query, rng):
+        return QueryResult(query.name, False, info={"reason": "too dark"})
+
+
+def test_all_failed_run_exits_nonzero(semantic_demo, tmp_path, monkeypatch, caplog):
+    from localization import localize
+
+    monkeypatch.setitem(localize.METHODS, "test-always-fails", f"{__name__}:_AlwaysFails")
+    data, _, _ = semantic_demo
+    out = tmp_path / "run"
+    assert cli.main(["localize", "--dataset", "cmu", "--root", str(data), "--method", "test-always-fails",
+                     "--out", str(out)]) == 1
+    assert "No query was localized" in (out / "log.txt").read_text() and "8 x too dark" in (out / "log.txt").read_text()
