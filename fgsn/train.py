@@ -59,6 +59,7 @@ from .sliding import image_to_tensor
 from .utils.config import add_experiment_arguments, run_experiment, save_config
 from .utils.checkpoint import save_checkpoint
 from .utils.io import atomic_path
+from .utils.logging import eta
 from .utils.logging import setup_logging
 from .weights import load_state_dict_file, load_weights
 
@@ -383,6 +384,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             _save(ckpt_dir / "best.pt", model, optimizer, conf, i, m, state, cluster_it, labels_file, best)
         return m
 
+    it_start = it  # this process's first iteration (a resumed run's rate is its own)
     try:
         while it < t.iterations:
             due = state is None or (conf.clustering.recluster and it % conf.clustering.interval == 0
@@ -449,8 +451,9 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
                 row = {k: float(np.mean(v)) for k, v in running.items()}
                 running = {}
                 log.write({**row, "iteration": it, "event": "train", "lr": lr, "elapsed_s": round(time.time() - t0, 1)})
-                logger.info("[it %d] loss %.4f (class %.4f, corr %.4f), lr %.3g", it, row["loss"], row["loss_class"],
-                            row["loss_corr"], lr)
+                logger.info("[it %d / %d] loss %.4f (class %.4f, corr %.4f), lr %.3g, %s", it, t.iterations,
+                            row["loss"], row["loss_class"], row["loss_corr"], lr,
+                            eta(time.time() - t0, it - it_start, t.iterations - it_start))  # clustering, validation in
             if it % t.val_interval == 0 or it == t.iterations:
                 metrics.update({f"last_{k}": v for k, v in do_validate(it).items() if k != "iteration"})
             if it % t.save_interval == 0 or it == t.iterations:

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fgsn.utils.checkpoint import save_checkpoint
 from fgsn.utils.config import merge_config, save_config
-from fgsn.utils.logging import setup_logging
+from fgsn.utils.logging import eta, setup_logging
 from reconstruction.geometry import pose_errors
 
 from .data import APRDataset, PoseRecord, PoseStats, mean_pose, read_split
@@ -294,8 +294,9 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
                 row.update({f"loss/{k}": float(v.detach()) for k, v in losses.items()})
                 row.update({k: float(v) for k, v in batch_metrics.items()})
                 _append_csv(out / "metrics.csv", row)
-                logger.info("[it %d] %s", it, " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                         if k not in ("iteration",)))
+                logger.info("[it %d / %d] %s, %s", it, tc.iterations, " ".join(
+                    f"{k}={v:.4g}" for k, v in row.items() if k not in ("iteration",)),
+                    eta(time.time() - t0, it - start, tc.iterations - start))
             if tc.eval_every > 0 and it % tc.eval_every == 0 and it < tc.iterations:
                 metrics = _evaluate_all(model, test_records, val_records, conf)
                 _append_csv(out / "eval.csv", {"iteration": it, **metrics})

@@ -55,3 +55,11 @@ class TestRegistry:
         assert lookup(reg, "a") is keyed_rng
         with pytest.raises(ValueError, match="unknown method 'b'; choose one of a"):
             lookup(reg, "b", "method")
+
+
+def test_eta_and_durations():
+    from fgsn.utils.logging import eta, format_duration
+
+    assert format_duration(5.4) == "5 s" and format_duration(65) == "1 m 05 s" and format_duration(3725) == "1 h 02 m"
+    assert eta(10.0, 5, 500) == "2.00 s/it, ETA 16 m 30 s"  # 2 s per step, 495 steps left
+    assert eta(0.0, 0, 10) == "0.00 s/it, ETA 0 s"
