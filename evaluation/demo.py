@@ -100,7 +100,7 @@ def main(conf, out_dir: Path, overwrite: bool = False) -> dict:
     for net in networks:
         for method in semantic:
             figures.main(dataset, out_dir / net["name"] / method, int(conf.figures_per_condition))
-    logger.info("Demo results (%s):\n%s", out_dir / "table.md", (out_dir / "table.md").read_text())
+    logger.info("Demo results: %s (the tables are logged above, once)", out_dir / "table.md")
     return result
 
 

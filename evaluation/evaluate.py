@@ -13,7 +13,8 @@ Writes ``OUT/eval.json``::
                            "median_matches": .., "median_inliers": .., "median_inlier_ratio": ..}},
      "groups": {...same...}, "all": {...same...}}
 
-plus ``OUT/eval.md`` (tables) and ``OUT/cumulative_errors.png`` (fraction of queries below a position error).
+plus ``OUT/eval.md`` (tables) and ``OUT/cumulative_errors.png`` (fraction of queries below a position error and
+below a rotation error, thresholds labelled).
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def main(dataset: SeasonsDataset, submission_path: Path, out_dir: Path, results_
     }
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
     (out_dir / "eval.md").write_text(format_markdown(report, title=f"Evaluation of {submission_path}"))
-    plot_cumulative(errors, conditions, out_dir / "cumulative_errors.png")
+    plot_cumulative(errors, conditions, out_dir / "cumulative_errors.png", title=f"{submission_path}")
     a = report["all"]
     logger.info("All %d queries: recall %.1f / %.1f / %.1f %%", a["num_queries"], *a["recall"])
     return report
@@ -135,21 +136,40 @@ def format_markdown(report: dict, title: str = "Evaluation") -> str:
     return "\n".join(lines)
 
 
-def plot_cumulative(errors: dict, conditions: dict[str, list[str]], path: Path) -> Path:
-    """Cumulative distribution of position errors per condition (log x axis), saved as PNG."""
-    fig, ax = pyplot().subplots(figsize=(6, 4))
-    xs = np.logspace(-2, 2, 200)
-    for cond, names in sorted(conditions.items()):
-        et = np.array([errors[n][0] for n in names])
-        ax.plot(xs, [100 * np.mean(et <= x) for x in xs], label=f"{cond} ({len(names)})")
-    for t, _ in THRESHOLDS:
-        ax.axvline(t, color="grey", lw=0.5, ls="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("position error (m)")
-    ax.set_ylabel("queries localized (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def plot_cumulative(errors: dict, conditions: dict[str, list[str]], path: Path, title: str = "") -> Path:
+    """Cumulative distributions of the position and the rotation errors per condition (log x axes spanning the
+    errors that occur, failed queries counted as never localized), the benchmark thresholds drawn and labelled,
+    saved as PNG.
+
+    Args:
+        errors: query name -> (position error m, rotation error deg); inf for a failed query.
+        conditions: condition -> query names.
+        path: the PNG.
+        title: the figure's title (e.g. the run evaluated).
+    """
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4))
+    for ax, k, unit, what in ((axes[0], 0, "m", "position"), (axes[1], 1, "°", "rotation")):
+        e = np.array([errors[n][k] for names in conditions.values() for n in names], np.float64)
+        finite = e[np.isfinite(e) & (e > 0)]
+        thr = [t[k] for t in THRESHOLDS]
+        lo = min(finite.min() if len(finite) else thr[0], thr[0]) / 2
+        hi = max(finite.max() if len(finite) else thr[-1], thr[-1]) * 2
+        xs = np.logspace(np.log10(lo), np.log10(hi), 300)
+        for cond, names in sorted(conditions.items()):
+            ec = np.array([errors[n][k] for n in names])
+            ax.plot(xs, [100 * np.mean(ec <= x) for x in xs], label=f"{cond} ({len(names)})")
+        for t in thr:
+            ax.axvline(t, color="grey", lw=0.6, ls="--")
+            ax.text(t, 101, f"{t:g} {unit}", ha="center", va="bottom", fontsize=7, color="grey")
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_xlabel(f"{what} error ({unit})")
+        ax.set_ylabel("queries localized (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return save_figure(fig, path, dpi=120)
 
 
