@@ -172,9 +172,10 @@ def format_tables(ablation: dict, columns: str) -> str:
 
 
 def plot_recall_vs_clusters(ablation: dict, columns: str, path: Path) -> Path | None:
-    """Recall at (0.5 m, 5°) against the cluster count (log axis), one panel per method, one line per column;
-    the baseline as dashed horizontal lines. Per K the first network listed is plotted (list the variants of a K,
-    e.g. without L_corr, after it); networks without ``num_clusters`` are left out."""
+    """Recall at (0.5 m, 5°) against the cluster count (log axis, ticks at the K values), one panel per method, one
+    line per column, the columns' markers dodged sideways so that they stay apart (also with a single K); the
+    baseline as dashed horizontal lines. Per K the first network listed is plotted (list the variants of a K, e.g.
+    without L_corr, after it); networks without ``num_clusters`` are left out."""
     plt = pyplot()
     base = ablation.get("baseline")
     methods = list(ablation["methods"])
@@ -191,12 +192,18 @@ def plot_recall_vs_clusters(ablation: dict, columns: str, path: Path) -> Path | 
             continue
         cells = [(k, dict(_columns(ev, columns))) for k, ev in rows]
         base_cells = dict(_columns(base["eval"], columns)) if base else {}
-        for col in cells[0][1]:
-            ks, rs = zip(*[(k, c[col]["recall"][1]) for k, c in cells if col in c])
+        cols = list(cells[0][1])
+        for i, col in enumerate(cols):
+            dodge = 10 ** (0.06 * (i - (len(cols) - 1) / 2) / max(len(cols), 1))  # at most +-0.03 decades
+            ks, rs = zip(*[(k * dodge, c[col]["recall"][1]) for k, c in cells if col in c])
             line, = ax.plot(ks, rs, "o-", label=col)
             if col in base_cells:
                 ax.axhline(base_cells[col]["recall"][1], ls="--", color=line.get_color(), lw=0.8)
         ax.set_xscale("log")
+        k_all = [k for k, _ in rows]
+        ax.set_xlim(min(k_all) / 1.6, max(k_all) * 1.6)
+        ax.set_xticks(k_all, [str(k) for k in k_all])
+        ax.minorticks_off()
         ax.set_xlabel("number of clusters K")
         ax.set_ylabel("recall at (0.5 m, 5°), %")
         ax.set_title(f"{method} (dashed: {base['method'] if base else 'no baseline'})")
