@@ -293,7 +293,8 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
     Every (hypothesis, point) pair is decided by one definition (:meth:`_Scene.agree`: visibility, in front,
     inside the image with the distortion, equal labels). ``algorithm="brute"`` tests every pair (the reference);
     ``"arcs"`` (default) gives the same scores testing only the angles inside each point's analytic arcs
-    (:meth:`_Scene.arcs`), for the points a k-d tree finds within reach of the match.
+    (:meth:`_Scene.arcs`), for the points a k-d tree finds within reach of the match whose label occurs in the
+    query label map.
 
     Args:
         bearings: (K, 3) unit bearings of the query keypoints, camera frame.
@@ -355,6 +356,10 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
         reach = np.where(valid, sc.r.cpu().numpy() + np.abs(np.where(finite, heights, 0) - sc.Xk[:, :1].cpu().numpy()), 0)
         radius = reach.max(1) + float(lmap.d_max[point_rows].max()) * (1 + distance_margin) + 1e-6
         near = tree.query_ball_point(np.asarray(points3D, np.float64), radius)
+        # a point whose label the query label map does not contain can never agree
+        present = np.isin(sc.label.cpu().numpy(), torch.unique(sc.qlab).cpu().numpy())
+        if not present.all():
+            near = [np.asarray(n, np.int64)[present[np.asarray(n, np.int64)]] for n in near]
     valid_t = torch.as_tensor(valid, device=device)
     out = torch.zeros(K, dtype=torch.int64, device=device)
     budget = max(int(max_batch_elements), N)

@@ -221,6 +221,10 @@ class TestScores:
             fast = _scores(sub, **kw)
             assert brute.max() > 500
             np.testing.assert_array_equal(fast, brute)
+        # a label the query image does not show: those points are skipped, the scores stay the brute force's
+        relabelled = {**sub, "lmap": dataclasses.replace(lmap, label=np.where(lmap.label == 5, 9, lmap.label))}
+        np.testing.assert_array_equal(_scores(relabelled, num_angles=36), _scores(relabelled, num_angles=36,
+                                                                                   algorithm="brute"))
 
     def test_true_matches_score_higher(self, scene):
         s = _scores(scene)
