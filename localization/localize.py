@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from fgsn.utils.config import merge_config, save_config
-from fgsn.utils.errors import OutputExistsError
+from fgsn.utils.errors import ConfigError, OutputExistsError
 from fgsn.utils.io import ImageReadError
 from fgsn.utils.logging import setup_logging
 from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
@@ -83,6 +83,14 @@ def build_conf(method: str, yaml_path=None, overrides=(), extra=None):
     return merge_config(base, yaml_path=yaml_path, overrides=overrides, extra=extra)
 
 
+def _changed_keys(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) of every leaf where two nested dicts differ (a missing side: None)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new), key=str)
+                for c in _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
 def _run_one(localizer: Localizer, query, seed: int) -> QueryResult:
     t0 = time.perf_counter()
     try:
@@ -119,7 +127,7 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
         Path of ``submission.txt``.
     Raises:
         OutputExistsError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is given.
-        ValueError: ``resume`` with a configuration different from the saved one.
+        ConfigError: ``resume`` with a configuration different from the saved one (names the keys; a ValueError).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,8 +145,11 @@ def main(conf, dataset: SeasonsDataset, out_dir: Path, resume: bool = False, ove
             for k in _EXECUTION_KEYS:
                 old.pop(k, None)
             new = OmegaConf.masked_copy(conf, [k for k in conf if k not in _EXECUTION_KEYS])
-            if OmegaConf.to_container(old) != OmegaConf.to_container(new):
-                raise ValueError(f"--resume with a configuration different from {conf_path}; use a new --out")
+            changed = _changed_keys(OmegaConf.to_container(old), OmegaConf.to_container(new))
+            if changed:
+                shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:3]) + (" ..." if len(changed) > 3 else "")
+                raise ConfigError(f"--resume with a configuration different from {conf_path} ({shown}); pass "
+                                  "--overwrite to restart with it, or use a new --out")
     save_config(conf, conf_path)
     setup_logging(out_dir / "log.txt")
     cache_dir = Path(conf.cache_dir) if conf.cache_dir else out_dir / "cache"

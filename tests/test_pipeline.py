@@ -120,6 +120,6 @@ def test_resume_of_a_run_saved_before_new_default_keys(demo, tmp_path):
     with pytest.raises(ValueError, match="different"):
         localize.main(_conf(root, cache_dir=tmp_path / "cache", localizer={"ransac": {"adaptive": True}}), ds, out,
                       resume=True)
-    with pytest.raises(ValueError, match="different"):
+    with pytest.raises(ValueError, match=r"different.*localizer\.ransac\.num_iterations: \d+ -> 500.*--overwrite"):
         localize.main(_conf(root, cache_dir=tmp_path / "cache", localizer={"ransac": {"num_iterations": 500}}), ds,
                       out, resume=True)
