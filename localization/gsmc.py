@@ -30,7 +30,9 @@ cos(phi) and sin(phi): the distance test holds on two exactly computable arcs of
 projection guard hold only inside arcs bounded analytically. ``gsmc.algorithm: arcs`` (default) decides only
 the pairs inside those arcs, for the points a k-d tree finds within reach of the match, with the same per-pair
 test as ``brute`` (every pair): the scores are identical (tested), the time is that of the visible pairs. Both
-run as torch float64 tensors on ``gsmc.device`` (cuda when ``auto`` finds one; the same scores).
+run as torch float64 tensors on ``gsmc.device`` (cuda when ``auto`` finds one; the same scores); on a CPU the arcs
+algorithm runs by default as one compiled loop (``gsmc.kernel: numba``, :mod:`localization.gsmc_kernel`: the same
+operations, no pair tensors; identical scores, tested).
 ``gsmc.mode: reduced`` is an approximation of ours, never chosen for you: fewer angles and a seeded subset of
 the labelled points; ``benchmarks/bench_gsmc.py`` measures its speed and accuracy cost.
 """
@@ -70,6 +72,7 @@ default_conf = {
     "eps": 1.0,  # sampling weight of a match = score + eps (points); > 0 keeps every match drawable
     "seed": 0,  # seed of the point subsample (per map)
     "device": "auto",  # auto (cuda when present), cpu or cuda: the same scores on either
+    "kernel": "auto",  # arcs' pair loop: numba (CPU only) | torch; auto = numba on a CPU, torch on a GPU
     "num_threads": 1,  # torch CPU threads while scoring (parallelise over queries with --workers instead)
     "max_batch_elements": 1000000,  # (hypothesis, point) pairs per tensor batch (memory only; larger on a GPU)
 }
@@ -287,7 +290,7 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
                  num_angles: int = 360, restrict_to_view_cone: bool = False, match_view=None,
                  view_margin_deg: float = 10.0, distance_margin: float = 0.0, min_elevation_deg: float = 0.1,
                  device: str | torch.device = "cpu", max_batch_elements: int = 1_000_000,
-                 algorithm: str = "arcs", tree=None) -> np.ndarray:
+                 algorithm: str = "arcs", tree=None, kernel: str = "auto") -> np.ndarray:
     """GSMC semantic consistency score of each match: the best hypothesis' count of agreeing projected points.
 
     Every (hypothesis, point) pair is decided by one definition (:meth:`_Scene.agree`: visibility, in front,
@@ -317,19 +320,28 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
         max_batch_elements: (hypothesis, point) pairs tested per tensor batch (memory only).
         algorithm: ``arcs`` or ``brute``.
         tree: a ``scipy.spatial.cKDTree`` over ``lmap.xyz[point_rows]`` (built here when None; ``arcs`` only).
+        kernel: the pair loop of ``arcs``: ``numba`` (:func:`localization.gsmc_kernel.count_agreeing`, CPU only, no
+            pair tensors), ``torch`` (:meth:`_Scene.agree` on batches of pairs) or ``auto`` (numba on a CPU, torch
+            on a GPU); the same scores. ``brute`` always runs :meth:`_Scene.agree`, the reference.
     Returns:
         (K,) int64 scores (0 for a match without a valid hypothesis).
     Raises:
-        ValueError: an unknown ``algorithm`` or a camera model the projection does not support.
+        ValueError: an unknown ``algorithm`` or ``kernel``, numba on a GPU, or a camera model the projection does
+            not support.
     """
     if algorithm not in ("arcs", "brute"):
         raise ValueError(f"algorithm must be arcs or brute, got {algorithm!r}")
+    device = torch.device(device)
+    if kernel not in ("auto", "numba", "torch"):
+        raise ValueError(f"kernel must be auto, numba or torch, got {kernel!r}")
+    if kernel == "numba" and device.type != "cpu":
+        raise ValueError(f"kernel numba runs on the CPU only, not on {device} (use kernel torch or auto)")
+    use_numba = algorithm == "arcs" and device.type == "cpu" and kernel != "torch"
     K = len(bearings)
     scores = np.zeros(K, np.int64)
     if K == 0 or len(point_rows) == 0:
         return scores
     camera.intrinsics  # noqa: B018  (raises ValueError for a model the projection does not support)
-    device = torch.device(device)
     heights = np.asarray(heights, np.float64)
     finite = np.isfinite(heights)
     sc = _Scene(bearings, points3D, np.where(finite, heights, 0.0), up_cam, up, lmap, point_rows, query_labels,
@@ -360,10 +372,12 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
         present = np.isin(sc.label.cpu().numpy(), torch.unique(sc.qlab).cpu().numpy())
         if not present.all():
             near = [np.asarray(n, np.int64)[present[np.asarray(n, np.int64)]] for n in near]
+    order = [k for k in range(K) if valid[k].any() and len(near[k])]
+    if use_numba:
+        return _scores_numba(sc, valid, near, order, hyp_t, scores)
     valid_t = torch.as_tensor(valid, device=device)
     out = torch.zeros(K, dtype=torch.int64, device=device)
     budget = max(int(max_batch_elements), N)
-    order = [k for k in range(K) if valid[k].any() and len(near[k])]
     i = 0
     while i < len(order):  # batches of matches: (match, height, candidate point) triples up to budget / 16
         ks, size = [], 0
@@ -386,6 +400,25 @@ def match_scores(bearings: np.ndarray, points3D: np.ndarray, heights: np.ndarray
             starts, lengths = sc.arcs(f)
         out[k_t] = _count(sc, f, lk, hh, jj, k_t, starts, lengths, hyp_t, len(ks), budget)
     return out.cpu().numpy()
+
+
+def _scores_numba(sc: _Scene, valid: np.ndarray, near: list, order: list, hyp_t, scores: np.ndarray) -> np.ndarray:
+    """The arcs algorithm in :func:`localization.gsmc_kernel.score_matches` (CPU): the same scores as :func:`_count`'s
+    batches, without their (triple, angle) tensors."""
+    from .gsmc_kernel import score_matches
+
+    fx, fy, cx, cy, dist = sc.camera.intrinsics
+    lens = np.array([len(n) for n in near], np.int64)
+    ptr = np.concatenate([[0], np.cumsum(lens)])
+    idx = np.concatenate([np.asarray(n, np.int64) for n in near]) if lens.sum() else np.zeros(0, np.int64)
+    n = lambda t: np.ascontiguousarray(t.numpy())  # noqa: E731
+    score_matches(np.asarray(order, np.int64), ptr, idx, np.ascontiguousarray(valid), n(sc.Bc), n(sc.r), n(sc.hgt),
+                  n(sc.Xk), n(sc.P), n(sc.V), n(sc.d_min * sc.distance_scale[0]), n(sc.d_max * sc.distance_scale[1]),
+                  n(cone_cos(sc.spread, sc.margin)), n(sc.label), n(sc.cphi), n(sc.sphi), n(sc.qlab),
+                  sc.camera.width, sc.camera.height, np.array([fx, fy, cx, cy, *dist], np.float64),
+                  float(sc.camera.max_radius2), float(sc.cos_fov),
+                  np.zeros(0, bool) if hyp_t is None else n(hyp_t), scores)
+    return scores
 
 
 def _count(sc: _Scene, f, lk, hh, jj, k_t, starts, lengths, hyp_t, B: int, budget: int) -> torch.Tensor:
@@ -510,4 +543,4 @@ class GSMCLocalizer(SemanticLocalizer):
             view_margin_deg=float(c.view_margin_deg), distance_margin=float(c.distance_margin),
             min_elevation_deg=float(c.min_elevation_deg), device=st["device"],
             max_batch_elements=int(c.max_batch_elements), algorithm=str(c.algorithm),
-            tree=self.tree(query.map_id, rows) if c.algorithm == "arcs" else None)
+            tree=self.tree(query.map_id, rows) if c.algorithm == "arcs" else None, kernel=str(c.kernel))

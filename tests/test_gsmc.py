@@ -212,15 +212,16 @@ class TestScores:
 
     def test_arcs_equal_brute_force(self, scene):
         """The arcs algorithm decides the same pairs as testing all of them: identical scores, 360 angles, with
-        and without the view-cone restriction and a distance margin (4 true and 4 wrong matches)."""
+        and without the view-cone restriction and a distance margin (4 true and 4 wrong matches), with either
+        pair loop (numba's compiled one and torch's, against the brute force's torch definition)."""
         sub = {**scene, "bearings": scene["bearings"][8:16], "rows": scene["rows"][8:16]}
         lmap, rows = sub["lmap"], sub["rows"]
         view = (lmap.view_dir[rows].astype(np.float64), lmap.view_spread[rows].astype(np.float64))
         for kw in ({}, {"restrict_to_view_cone": True, "match_view": view, "distance_margin": 0.2}):
             brute = _scores(sub, algorithm="brute", **kw)
-            fast = _scores(sub, **kw)
             assert brute.max() > 500
-            np.testing.assert_array_equal(fast, brute)
+            for kernel in ("numba", "torch"):
+                np.testing.assert_array_equal(_scores(sub, kernel=kernel, **kw), brute)
         # a label the query image does not show: those points are skipped, the scores stay the brute force's
         relabelled = {**sub, "lmap": dataclasses.replace(lmap, label=np.where(lmap.label == 5, 9, lmap.label))}
         np.testing.assert_array_equal(_scores(relabelled, num_angles=36), _scores(relabelled, num_angles=36,
@@ -337,6 +338,7 @@ def test_arcs_equal_brute_force_on_seasons_mini(seasons_cmu):
     kw = dict(num_angles=36, camera=cam, query_labels=labels, point_rows=np.arange(M))
     g = T[:, :3] @ up
     brute = gsmc.match_scores(bearings, xyz[rows], heights, g, up, lmap, algorithm="brute", **kw)
-    fast = gsmc.match_scores(bearings, xyz[rows], heights, g, up, lmap, **kw)
     assert brute[:4].min() > 10
-    np.testing.assert_array_equal(fast, brute)
+    for kernel in ("numba", "torch"):
+        np.testing.assert_array_equal(gsmc.match_scores(bearings, xyz[rows], heights, g, up, lmap, kernel=kernel,
+                                                        **kw), brute)

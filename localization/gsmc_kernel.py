@@ -1,0 +1,164 @@
+"""GSMC's arcs algorithm compiled with numba for the CPU (``gsmc.kernel: numba``; :mod:`localization.gsmc`).
+
+:func:`score_matches` is :func:`localization.gsmc.match_scores`' ``arcs`` algorithm as one loop over the matches,
+heights and candidate points: per (match, height, point) triple it computes the quantities of
+:meth:`localization.gsmc._Scene.features` with the same float64 operations in the same order, bounds the angles
+where the point can count (the exact distance arcs, then the cone and projection-guard arcs of
+:meth:`_Scene.arcs`, each widened by the same margins), and decides every angle left with the pair test of
+:meth:`_Scene.agree` (visibility, in front, fold-over guard, distortion, inside the image, equal label), written
+with the same operations (no fused multiply-add, no fast-math). The torch path stays the definition on every
+device and the reference of the tests (identical scores); this one never materialises a triple or a pair.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_EPS_ANGLE = 1e-6  # as localization.gsmc._EPS_ANGLE
+_EPS_COS = 1e-9  # as localization.gsmc._EPS_COS
+_TINY = np.finfo(np.float64).tiny
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _first_last(a, b, step):  # pragma: no cover (compiled)
+    """First and last grid index n with n * step in [a - eps, b + eps] (unwrapped integers)."""
+    return int(math.ceil((a - _EPS_ANGLE) / step)), int(math.floor((b + _EPS_ANGLE) / step))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _interval(t, centre, step, N, inside):  # pragma: no cover (compiled)
+    """Grid interval (start in [0, N), length) of the angles phi with cos(phi - centre) >= t (``inside``) or
+    <= t (not ``inside``), widened by the angle margin."""
+    if inside:
+        if t <= -1:
+            return 0, N
+        if t > 1:
+            return 0, 0
+        g = math.acos(t)
+        s, e = _first_last(centre - g, centre + g, step)
+    else:
+        if t >= 1:
+            return 0, N
+        if t < -1:
+            return 0, 0
+        g = math.acos(t)
+        s, e = _first_last(centre + g, centre + 2 * math.pi - g, step)
+    return s % N, min(max(e - s + 1, 0), N)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi, ct, labels, cphi, sphi,
+                  qlab, width, height, cam, max_radius2, cos_fov, keep_hyp, scores):  # pragma: no cover (compiled)
+    """GSMC scores of the matches ``order`` (written to ``scores``, in place).
+
+    Args:
+        order: (K',) int64 matches to score.
+        near_ptr, near_idx: candidate points of match k: ``near_idx[near_ptr[k]:near_ptr[k + 1]]`` (rows of P).
+        valid: (K, H) bool heights with a circle.
+        Bc: (K, 3, 3) camera bases; r, hgt: (K, H) circle radii and heights; Xk: (K, 3) matched points;
+        P, V: (M, 3) points and mean viewing directions; lo, hi, ct: (M,) distance bounds and cone cosines;
+        labels: (M,) int64 point labels (all in the (u, a1, a2) basis: :class:`localization.gsmc._Scene`).
+        cphi, sphi: (N,) cos / sin of the angles.
+        qlab: (height * width,) int64 query label map, row-major; width, height: pixels.
+        cam: (8,) fx, fy, cx, cy, k1, k2, p1, p2 (:attr:`reconstruction.camera.Camera.intrinsics`);
+        max_radius2: the fold-over guard; cos_fov: the guard's cosine bound (:attr:`_Scene.cos_fov`).
+        keep_hyp: (K * H * N,) bool hypotheses kept by the view-cone restriction, or (0,) for all.
+        scores: (K,) int64 output.
+    """
+    N, H = len(cphi), valid.shape[1]
+    step = 2 * math.pi / N
+    fx, fy, cx, cy, k1, k2, p1, p2 = cam[0], cam[1], cam[2], cam[3], cam[4], cam[5], cam[6], cam[7]
+    two_p1, two_p2 = 2 * p1, 2 * p2
+    restrict = len(keep_hyp) > 0
+    counts = np.zeros(H * N, np.int64)
+    starts = np.zeros(2, np.int64)
+    lengths = np.zeros(2, np.int64)
+    for k in order:
+        counts[:] = 0
+        for h in range(H):
+            if not valid[k, h]:
+                continue
+            rk, base = r[k, h], h * N
+            for q in range(near_ptr[k], near_ptr[k + 1]):
+                j = near_idx[q]
+                # the triple's quantities (_Scene.features, same operations)
+                bx = P[j, 1] - Xk[k, 1]
+                by = P[j, 2] - Xk[k, 2]
+                z = P[j, 0] - hgt[k, h]
+                A = z * z + rk * rk + bx * bx + by * by
+                B1, B2 = 2 * rk * bx, 2 * rk * by
+                lo_j, hi_j, ct_j = lo[j], hi[j], ct[j]
+                # distance arcs (_Scene.arcs): |C - X_j|^2 = A + B cos(phi - theta)
+                B = math.sqrt(B1 * B1 + B2 * B2)
+                d_near = max(lo_j, math.sqrt(max(A - B, 0.0)))
+                d_far = min(hi_j, math.sqrt(A + B))
+                Bs = max(B, _TINY)
+                c1, c2 = (lo_j * lo_j - A) / Bs - _EPS_COS, (hi_j * hi_j - A) / Bs + _EPS_COS
+                if not (c1 <= 1 and c2 >= -1 and d_near <= d_far * (1 + 1e-12)):
+                    continue
+                theta = math.atan2(by, bx)
+                psa, psb = math.acos(min(max(c2, -1.0), 1.0)), math.acos(min(max(c1, -1.0), 1.0))
+                s1, e1 = _first_last(theta - psb, theta - psa, step)
+                s2, e2 = _first_last(theta + psa, theta + psb, step)
+                s2, e2 = max(s2, e1 + 1), min(e2, s1 + N - 1)
+                starts[0], lengths[0] = s1 % N, min(max(e1 - s1 + 1, 0), N)
+                starts[1], lengths[1] = s2 % N, min(max(e2 - s2 + 1, 0), N)
+                # cone and projection-guard arcs (necessary conditions)
+                a0 = -(z * V[j, 0] + bx * V[j, 1] + by * V[j, 2])
+                v1, v2 = rk * V[j, 1], rk * V[j, 2]
+                t = (a0 - (d_near if ct_j >= 0 else d_far) * ct_j) / max(math.sqrt(v1 * v1 + v2 * v2), _TINY)
+                sc, Lc = _interval(t + _EPS_COS, math.atan2(v2, v1), step, N, False)
+                if Lc == 0:
+                    continue
+                m00 = Bc[k, 0, 0] * z + Bc[k, 0, 1] * rk
+                m01 = Bc[k, 1, 0] * z + Bc[k, 1, 1] * rk
+                m02 = Bc[k, 2, 0] * z + Bc[k, 2, 1] * rk
+                m10 = Bc[k, 0, 1] * bx + Bc[k, 0, 2] * by
+                m11 = Bc[k, 1, 1] * bx + Bc[k, 1, 2] * by
+                m12 = Bc[k, 2, 1] * bx + Bc[k, 2, 2] * by
+                m20 = Bc[k, 0, 1] * by - Bc[k, 0, 2] * bx
+                m21 = Bc[k, 1, 1] * by - Bc[k, 1, 2] * bx
+                m22 = Bc[k, 2, 1] * by - Bc[k, 2, 2] * bx
+                tf = (d_near * cos_fov - m02) / max(math.sqrt(m12 * m12 + m22 * m22), _TINY)
+                sf, Lf = _interval(tf - _EPS_COS, math.atan2(m22, m12), step, N, True)
+                if Lf == 0:
+                    continue
+                lab = labels[j]
+                for p in range(2):
+                    for i in range(lengths[p]):
+                        n = starts[p] + i
+                        if n >= N:
+                            n -= N
+                        if (n - sc) % N >= Lc or (n - sf) % N >= Lf:
+                            continue
+                        if restrict and not keep_hyp[(k * H + h) * N + n]:
+                            continue
+                        c, s = cphi[n], sphi[n]
+                        # the pair test (_Scene.agree, same operations)
+                        dist = np.sqrt(A + B1 * c + B2 * s)
+                        along = a0 - (v1 * c + v2 * s)
+                        if not (dist >= lo_j and dist <= hi_j and along >= dist * ct_j):
+                            continue
+                        X = m00 + c * m10 + s * m20
+                        Y = m01 + c * m11 + s * m21
+                        Z = m02 + c * m12 + s * m22
+                        if not Z > 1e-6:
+                            continue
+                        x, y = X / Z, Y / Z
+                        r2 = x * x + y * y
+                        if not r2 < max_radius2:
+                            continue
+                        radial = 1 + k1 * r2 + k2 * r2 * r2
+                        xd = x * radial + two_p1 * x * y + p2 * (r2 + 2 * x * x)
+                        yd = y * radial + p1 * (r2 + 2 * y * y) + two_p2 * x * y
+                        u = fx * xd + cx
+                        v = fy * yd + cy
+                        if not (u > -0.5 and u < width - 0.5 and v > -0.5 and v < height - 0.5):
+                            continue
+                        ui = min(max(np.rint(u), 0.0), width - 1.0)
+                        vi = min(max(np.rint(v), 0.0), height - 1.0)
+                        if qlab[int(vi) * width + int(ui)] == lab:
+                            counts[base + n] += 1
+        scores[k] = counts.max()
