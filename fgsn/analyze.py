@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from .data.camvid import CAMVID_CLASSES, CamVidDataset
 from .data.correspondence import load_samples, split_samples
 from .data.image import resize_short_side, scale_points
+from .utils.config import DEVICE, between, merge_defaults, one_of
 from .utils.io import read_image
 from .models import PSPNet
 from .segment import predict_scores, resolve_device
@@ -45,6 +45,11 @@ default_conf = {
     "max_pairs": None,  # limit the number of correspondence pairs; null = all
     "device": "auto",  # auto, cpu or cuda
 }
+conf_checks = {"resize_short": between(1, integer=True), "patch": between(1, integer=True),
+               "step": between(1, integer=True), "batch_size": between(1, integer=True),
+               "max_images": between(1, integer=True, optional=True), "corr_split": one_of("val", "train", "all"),
+               "val_fraction": between(0, 1, hi_open=True), "max_pairs": between(1, integer=True, optional=True),
+               "device": DEVICE}
 
 
 def contingency_table(clusters: np.ndarray, classes: np.ndarray, k: int, c: int) -> np.ndarray:
@@ -168,7 +173,7 @@ def correspondence_agreement(model: PSPNet, corr_root: str | Path, conf) -> dict
 def main(conf, checkpoint: str | Path, output_dir: str | Path, camvid_root: str | Path | None = None,
          correspondence_root: str | Path | None = None) -> Path:
     """Analyse a checkpoint; returns ``output_dir / "metrics.json"``."""
-    conf = OmegaConf.merge(OmegaConf.create(default_conf), OmegaConf.create(dict(conf or {})))
+    conf = merge_defaults(default_conf, dict(conf or {}), conf_checks, "analysis configuration")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model = PSPNet.from_checkpoint(checkpoint).to(resolve_device(conf.device)).eval()

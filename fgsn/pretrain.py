@@ -28,7 +28,7 @@ from .segment import predict_scores, resolve_device
 from .train import freeze_batchnorm
 from .sliding import image_to_tensor
 from .utils.checkpoint import save_checkpoint
-from .utils.config import add_experiment_arguments, run_experiment, save_config
+from .utils.config import DEVICE, add_experiment_arguments, between, merge_defaults, run_experiment, save_config
 from .utils.logging import setup_logging
 from .weights import load_state_dict_file, load_weights
 
@@ -61,6 +61,17 @@ default_conf = {
         "freeze_ppm_bn": False,  # keep the pyramid-pooling BatchNorms in eval mode (as fgsn.train; measured below)
     },
 }
+conf_checks = {  # utils.config.check_conf
+    "model": PSPNet.conf_checks,
+    "data": {"resize_short": between(1, integer=True), "crop_size": between(1, integer=True)},
+    "inference": {"patch": between(1, integer=True), "step": between(1, integer=True),
+                  "batch_size": between(1, integer=True)},
+    "train": {"iterations": between(1, integer=True), "batch_size": between(1, integer=True),
+              "lr": between(0, lo_open=True), "momentum": between(0, 1, hi_open=True), "weight_decay": between(0),
+              "log_interval": between(1, integer=True), "val_interval": between(1, integer=True),
+              "val_max_images": between(1, integer=True, optional=True), "device": DEVICE,
+              "num_threads": between(1, integer=True, optional=True)},
+}
 
 FIELDS = ["iteration", "event", "loss", "pixel_acc", "lr", "val_pixel_acc", "val_miou", "elapsed_s"]
 
@@ -85,7 +96,7 @@ def evaluate_segmentation(model: PSPNet, data: CamVidDataset, inf, max_images: i
 
 def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
     """Pre-train PSPNet for semantic segmentation; returns the path of ``checkpoints/last.pt``."""
-    conf = OmegaConf.merge(OmegaConf.create(default_conf), conf)
+    conf = merge_defaults(default_conf, conf, conf_checks, "pre-training configuration")
     output_dir = Path(output_dir)
     (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     setup_logging(output_dir / "log.txt")
@@ -171,4 +182,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    return run_experiment(args, default_conf, main)
+    return run_experiment(args, default_conf, main, conf_checks)

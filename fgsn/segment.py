@@ -25,10 +25,10 @@ import cv2
 import h5py
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from .data.image import resize_short_side
+from .utils.config import DEVICE, between, merge_defaults
 from .utils.io import read_image
 from .utils.parallel import Engine, add_engine_arguments, engine_options
 from .models import PSPNet
@@ -46,6 +46,8 @@ default_conf = {
     "confidence": False,  # also store the per-pixel softmax confidence
     "device": "auto",  # auto (cuda when present), cpu or cuda
 }
+conf_checks = {"resize_short": between(1, integer=True, optional=True), "patch": between(1, integer=True),
+               "step": between(1, integer=True), "batch_size": between(1, integer=True), "device": DEVICE}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -149,7 +151,7 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
     Returns:
         ``out_path``.
     """
-    conf = OmegaConf.merge(OmegaConf.create(default_conf), OmegaConf.create(dict(conf or {})))
+    conf = merge_defaults(default_conf, dict(conf or {}), conf_checks, "segmentation configuration")
     names = [Path(p).name for p in image_paths] if names is None else list(names)
     if len(names) != len(image_paths):
         raise ValueError(f"{len(names)} names for {len(image_paths)} images")
@@ -235,7 +237,7 @@ def main(conf, checkpoint: str | Path, images, out_path: str | Path, overwrite: 
     """Load a checkpoint and segment images (see ``segment_images``; ``engine``: its Dask workers, None: here)."""
     model = PSPNet.from_checkpoint(checkpoint)
     paths, names = list_images(images)
-    conf = OmegaConf.merge(OmegaConf.create(default_conf), OmegaConf.create(dict(conf or {})))
+    conf = merge_defaults(default_conf, dict(conf or {}), conf_checks, "segmentation configuration")
     out = segment_images(model, paths, out_path, names=names, conf=conf, overwrite=overwrite, overlay_dir=overlay_dir,
                          engine=engine)
     with h5py.File(out, "a") as f:

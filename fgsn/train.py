@@ -56,7 +56,7 @@ from .models import PSPNet
 from .models.pspnet import upsample
 from .segment import predict_scores, resolve_device
 from .sliding import image_to_tensor
-from .utils.config import add_experiment_arguments, run_experiment, save_config
+from .utils.config import DEVICE, add_experiment_arguments, between, merge_defaults, one_of, run_experiment, save_config
 from .utils.checkpoint import save_checkpoint
 from .utils.io import atomic_path
 from .utils.logging import eta
@@ -107,6 +107,22 @@ default_conf = {
         "device": "auto",  # auto, cpu or cuda
         "num_threads": None,  # torch CPU threads; null = torch default
     },
+}
+
+_INTERVAL = between(1, integer=True)
+_WINDOW = {"patch": between(1, integer=True), "step": between(1, integer=True), "batch_size": between(1, integer=True)}
+conf_checks = {  # utils.config.check_conf
+    "model": PSPNet.conf_checks,
+    "init": {"layout": one_of("auto", "native", "pspnet", "torchvision")},
+    "data": CorrespondenceDataset.conf_checks,
+    "clustering": {"interval": _INTERVAL, "samples_per_image": between(1, integer=True),
+                   "pca_dim": between(1, integer=True), "niter": between(1, integer=True)},
+    "inference": _WINDOW,
+    "train": {"iterations": between(1, integer=True), "lr": between(0, lo_open=True),
+              "lr_schedule": one_of("constant", "poly"), "momentum": between(0, 1, hi_open=True),
+              "weight_decay": between(0), "w_class": between(0), "w_corr": between(0), "log_interval": _INTERVAL,
+              "val_interval": _INTERVAL, "val_max_pairs": between(1, integer=True, optional=True),
+              "save_interval": _INTERVAL, "device": DEVICE, "num_threads": between(1, integer=True, optional=True)},
 }
 
 CSV_FIELDS = ["iteration", "event", "loss", "loss_class", "loss_corr", "lr", "val_loss_corr", "val_agreement",
@@ -332,7 +348,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
     Returns:
         Path of the best checkpoint (lowest validation L_corr).
     """
-    conf = OmegaConf.merge(OmegaConf.create(default_conf), conf)
+    conf = merge_defaults(default_conf, conf, conf_checks, "training configuration")
     output_dir = Path(output_dir)
     ckpt_dir = output_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -471,4 +487,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    return run_experiment(args, default_conf, main)
+    return run_experiment(args, default_conf, main, conf_checks)

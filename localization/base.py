@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from fgsn.utils.config import merge_defaults
 from fgsn.utils.parallel import Engine
 
 from reconstruction.datasets import SeasonsDataset
@@ -47,11 +48,13 @@ class QueryResult:
 class Localizer:
     """Base class of localization methods.
 
-    Subclasses set ``default_conf`` (a dict, one comment per key with its unit) and implement ``localize``.
+    Subclasses set ``default_conf`` (a dict, one comment per key with its unit), optionally ``conf_checks`` (the
+    value checks of :func:`fgsn.utils.config.check_conf`, nested alike), and implement ``localize``.
     ``conf`` is the method's section of the run configuration, already merged with ``default_conf``.
     """
 
     default_conf: dict[str, Any] = {}
+    conf_checks: dict[str, Any] = {}
 
     def __init__(self, conf: DictConfig, dataset: SeasonsDataset, work_dir: Path):
         self.conf = conf
@@ -60,9 +63,9 @@ class Localizer:
 
     @classmethod
     def merged_conf(cls, conf: dict | DictConfig | None = None) -> DictConfig:
-        base = OmegaConf.create(cls.default_conf)
-        OmegaConf.set_struct(base, True)
-        return OmegaConf.merge(base, conf or {})
+        """``default_conf`` merged with ``conf``, keys and values checked (:func:`fgsn.utils.config.merge_defaults`;
+        ConfigError names a wrong key or value)."""
+        return merge_defaults(cls.default_conf, conf, cls.conf_checks, f"{cls.__name__} configuration")
 
     def prepare(self, queries: list[ImageRecord] | None = None, engine: Engine | None = None) -> None:
         """One-off work in the main process before any query (e.g. feature extraction to an HDF5 cache).

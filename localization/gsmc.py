@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from fgsn.segment import resolve_device
+from fgsn.utils.config import DEVICE, Check, between, list_of, one_of
 from fgsn.utils.seeding import keyed_rng
 from reconstruction.camera import Camera
 from reconstruction.records import ImageRecord
@@ -75,6 +76,24 @@ default_conf = {
     "kernel": "auto",  # arcs' pair loop: numba (CPU only) | torch; auto = numba on a CPU, torch on a GPU
     "num_threads": 1,  # torch CPU threads while scoring (parallelise over queries with --workers instead)
     "max_batch_elements": 1000000,  # (hypothesis, point) pairs per tensor batch (memory only; larger on a GPU)
+}
+conf_checks = {  # fgsn.utils.config.check_conf
+    "mode": Check(one_of("full", "reduced"), "full or reduced (auto, which chose the reduced approximation on a CPU, "
+                  "was removed: GSMC computes the same on every device)"),
+    "num_angles": between(1, integer=True),
+    "max_points": between(1, integer=True, optional=True),
+    "reduced_num_angles": between(1, integer=True),
+    "reduced_max_points": between(1, integer=True, optional=True),
+    "algorithm": one_of("arcs", "brute"),
+    "height_offsets_m": list_of(between()),
+    "view_margin_deg": between(0, 180),
+    "distance_margin": between(0),
+    "min_elevation_deg": between(0, 90, hi_open=True),
+    "eps": between(0, lo_open=True),
+    "device": DEVICE,
+    "kernel": one_of("auto", "numba", "torch"),
+    "num_threads": between(1, integer=True),
+    "max_batch_elements": between(1, integer=True),
 }
 
 
@@ -467,6 +486,7 @@ class GSMCLocalizer(SemanticLocalizer):
     """P3P-RANSAC with minimal sets drawn by GSMC semantic consistency scores (all matches kept)."""
 
     default_conf = {**SemanticLocalizer.default_conf, "gsmc": default_conf}
+    conf_checks = {**SemanticLocalizer.conf_checks, "gsmc": conf_checks}
     weighted_sampling = True
 
     def __init__(self, conf, dataset, work_dir):

@@ -37,7 +37,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from fgsn.utils.config import merge_config, save_config
+from fgsn.utils.config import between, merge_config, save_config
 from fgsn.utils.errors import ConfigError, OutputExistsError
 from fgsn.utils.io import ImageReadError
 from fgsn.utils.logging import setup_logging
@@ -77,10 +77,13 @@ def get_localizer_class(method: str) -> type[Localizer]:
 
 
 def build_conf(method: str, yaml_path=None, overrides=(), extra=None):
-    """Defaults of the runner + ``localizer:`` section of the method's ``default_conf``, merged with YAML and overrides."""
+    """Defaults of the runner + ``localizer:`` section of the method's ``default_conf``, merged with YAML and
+    overrides, keys and values checked (the method's ``conf_checks``; ConfigError names a wrong one)."""
     cls = get_localizer_class(method)
     base = {**default_conf, "method": method, "localizer": OmegaConf.to_container(cls.merged_conf())}
-    return merge_config(base, yaml_path=yaml_path, overrides=overrides, extra=extra)
+    checks = {"seed": between(0, integer=True), "workers": between(1, integer=True),
+              "batch_size": between(1, integer=True), "localizer": cls.conf_checks}
+    return merge_config(base, yaml_path=yaml_path, overrides=overrides, extra=extra, checks=checks)
 
 
 def _changed_keys(old, new, prefix: str = "") -> list[tuple[str, object, object]]:

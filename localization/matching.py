@@ -58,6 +58,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from fgsn.utils.config import between, one_of
 from fgsn.utils.io import atomic_path
 from fgsn.utils.parallel import Engine
 from reconstruction import features as feature_step
@@ -83,6 +84,20 @@ default_conf = {
 
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 QUANTIZERS = ("flat", "hnsw")
+conf_checks = {  # fgsn.utils.config.check_conf
+    "ratio_threshold": between(0, 1, lo_open=True),
+    "point_descriptor": one_of("mean", "all"),
+    "num_neighbors": between(2, integer=True),
+    "index": one_of(*INDEX_TYPES),
+    "auto_min_descriptors": between(0, integer=True),
+    "ivf_nlist": between(1, integer=True),
+    "ivf_nprobe": between(1, integer=True),
+    "ivf_quantizer": one_of(*QUANTIZERS),
+    "ivf_quantizer_ef": between(1, integer=True),
+    "hnsw_m": between(2, integer=True),
+    "hnsw_ef_construction": between(1, integer=True),
+    "hnsw_ef_search": between(1, integer=True),
+}
 
 
 class DescriptorIndex:

@@ -81,6 +81,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from fgsn.utils.config import any_of, between, list_of, one_of
 from fgsn.utils.io import write_text_atomic
 from fgsn.utils.parallel import Engine
 from fgsn.utils.seeding import keyed_rng
@@ -164,6 +165,31 @@ default_conf = {
 }
 
 
+_POSITIVE, _FRACTION = between(0, lo_open=True), between(0, 1)
+conf_checks = {  # fgsn.utils.config.check_conf
+    "num_particles": between(1, integer=True),
+    "state": one_of("3dof", "6dof"),
+    "gravity": one_of("estimate", "database"),
+    "motion": {"sigma_t_per_m": between(0), "sigma_t_min_m": between(0), "sigma_rot_rad": between(0)},
+    "likelihood": {"model": one_of("label", "agreement"), "alpha": between(0, 1, lo_open=True, hi_open=True),
+                   "tau": _POSITIVE, "lam": between(0), "q_min": between(0, 1, lo_open=True)},
+    "visibility": {"max_points": between(1, integer=True), "distance_scale": list_of(_POSITIVE, 2),
+                   "cone_margin_deg": between(0, 180), "min_depth_m": between(0)},
+    "resample_ess": _FRACTION,
+    "init": {"method": one_of("p3p", "database"), "prior_sigma_t_m": between(0), "prior_sigma_rot_rad": between(0),
+             "min_inliers": between(3, integer=True), "sigma_t_m": between(0), "sigma_rot_rad": between(0)},
+    "reinit": {"patience": between(1, integer=True), "min_visible": between(0, integer=True),
+               "min_agreement": _FRACTION},
+    "odometry": {"source": one_of("auto", "file", "vo", "visual", "gt"),
+                 "visual": {"ratio": between(0, 1, lo_open=True), "max_error_px": _POSITIVE,
+                            "min_inliers": between(5, integer=True), "scale_radius_px": _POSITIVE,
+                            "scale_min_pairs": between(1, integer=True)},
+                 "noise_t_per_m": between(0), "noise_rot_rad": between(0)},
+    "stationary": {"labels": any_of(one_of("all", "paper", "consistency"), list_of(between(0, integer=True))),
+                   "paper_ratio": between(0), "min_ratio": _FRACTION},
+}
+
+
 # ============================================================================================================
 def group_sequences(queries: Sequence[ImageRecord]) -> dict[str, list[ImageRecord]]:
     """Queries grouped by :attr:`ImageRecord.sequence` (map/condition/camera), each ordered by timestamp."""
@@ -233,6 +259,7 @@ class PFSLLocalizer(SemanticLocalizer):
     """Semantic particle filter over query sequences (Stenborg et al. 2018); see the module docstring."""
 
     default_conf = {**SemanticLocalizer.default_conf, "pfsl": default_conf}
+    conf_checks = {**SemanticLocalizer.conf_checks, "pfsl": conf_checks}
 
     def __init__(self, conf, dataset, work_dir):
         super().__init__(conf, dataset, work_dir)

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import poselib
 
+from fgsn.utils.config import between, check_conf
+from fgsn.utils.errors import ConfigError
+
 default_conf = {
     "num_iterations": 10000,  # fixed number of minimal samples (the paper: 10,000); the maximum when adaptive
     "adaptive": False,  # stop early once `confidence` is reached (ours, off: the paper's fixed count)
@@ -35,6 +38,28 @@ default_conf = {
     "refine_max_iterations": 100,  # Levenberg-Marquardt iterations of the refinement
     "refine_loss_scale_px": 1.0,  # Cauchy loss scale of the refinement, undistorted pixels (as pycolmap)
 }
+
+conf_checks = {  # fgsn.utils.config.check_conf
+    "num_iterations": between(1, integer=True),
+    "confidence": between(0, 1, lo_open=True, hi_open=True),
+    "min_iterations": between(1, integer=True),
+    "inlier_threshold_px": between(0, lo_open=True),
+    "min_num_inliers": between(3, integer=True),
+    "batch_size": between(1, integer=True),
+    "refine_max_iterations": between(0, integer=True),
+    "refine_loss_scale_px": between(0, lo_open=True),
+}
+
+
+def _merged(conf) -> dict:
+    """``default_conf`` updated with ``conf`` (a dict of its keys), keys and values checked (ConfigError)."""
+    c = {**default_conf, **(conf or {})}
+    unknown = sorted(set(c) - set(default_conf))
+    if unknown:
+        raise ConfigError(f"RANSAC configuration: unknown key(s) {', '.join(map(str, unknown))} "
+                          f"(known: {', '.join(default_conf)})")
+    check_conf(c, default_conf, conf_checks, "RANSAC configuration")
+    return c
 
 
 @dataclass
@@ -149,7 +174,7 @@ def p3p_ransac(bearings: np.ndarray, points3D: np.ndarray, focal_px: float, rng:
     Raises:
         ValueError: inconsistent shapes or invalid weights.
     """
-    c = {**default_conf, **(conf or {})}
+    c = _merged(conf)
     bearings = np.asarray(bearings, dtype=np.float64)
     points3D = np.asarray(points3D, dtype=np.float64)
     _check_inputs(bearings, points3D, weights)
@@ -227,7 +252,7 @@ def pycolmap_ransac(points2D: np.ndarray, points3D: np.ndarray, camera, conf: di
 
     from reconstruction.camera import to_colmap_pixels
 
-    c = {**default_conf, **(conf or {})}
+    c = _merged(conf)
     n = len(points2D)
     if n < 4:
         return RansacResult(False, None, np.zeros(n, bool), 0, 0)

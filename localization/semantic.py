@@ -33,6 +33,8 @@ class SemanticLocalizer(StructureLocalizer):
         "semantics": semantics.default_conf,
         "label_map": label_map.default_conf,
     }
+    conf_checks = {**StructureLocalizer.conf_checks, "semantics": semantics.conf_checks,
+                   "label_map": label_map.conf_checks}
 
     def __init__(self, conf, dataset, work_dir):
         super().__init__(conf, dataset, work_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fgsn.utils.config import between, list_of
 from reconstruction.records import ImageRecord
 
 from .semantic import SemanticLocalizer
@@ -58,6 +59,8 @@ class SSMCLocalizer(SemanticLocalizer):
             "ignore_labels": [],  # labels (e.g. dynamic classes) whose matches are dropped, query or point side
         },
     }
+    conf_checks = {**SemanticLocalizer.conf_checks,
+                   "ssmc": {"ignore_labels": list_of(between(0, integer=True))}}
 
     def select_matches(self, query: ImageRecord, matches: dict[str, np.ndarray]) -> tuple[np.ndarray, None, dict]:
         """Keep the label-consistent matches; ``info`` reports the counts and ``few_matches`` (< 4 kept)."""

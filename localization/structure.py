@@ -17,6 +17,7 @@ import logging
 import h5py
 import numpy as np
 
+from fgsn.utils.config import one_of
 from reconstruction import features as feature_step
 from reconstruction import sfm_map
 from reconstruction.records import ImageRecord
@@ -38,6 +39,8 @@ class StructureLocalizer(Localizer):
         "matching": matching.default_conf,
         "ransac": {**ransac.default_conf, "estimator": "ours"},  # estimator: ours | pycolmap
     }
+    conf_checks = {"features": feature_step.conf_checks, "map": sfm_map.conf_checks, "matching": matching.conf_checks,
+                   "ransac": {**ransac.conf_checks, "estimator": one_of("ours", "pycolmap")}}
 
     def __init__(self, conf, dataset, work_dir):
         super().__init__(conf, dataset, work_dir)

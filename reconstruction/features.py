@@ -31,6 +31,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from fgsn.utils.config import between
 from fgsn.utils.io import ImageReadError, read_image
 from fgsn.utils.parallel import Engine
 
@@ -42,6 +43,11 @@ default_conf = {
     "max_num_features": 8192,  # keep at most this many SIFT features per image (strongest first)
     "peak_threshold": 0.0066667,  # SIFT DoG peak threshold (COLMAP default 0.02/3)
     "num_threads": 1,  # CPU threads used by pycolmap's SIFT
+}
+conf_checks = {  # fgsn.utils.config.check_conf
+    "max_num_features": between(1, integer=True),
+    "peak_threshold": between(0, lo_open=True),
+    "num_threads": between(-1, integer=True),  # pycolmap: -1 = all cores
 }
 
 

@@ -32,6 +32,7 @@ from typing import Mapping
 import h5py
 import numpy as np
 
+from fgsn.utils.config import between
 from fgsn.utils.io import write_h5_atomic
 from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 default_conf = {
     "min_votes": 1,  # a point needs at least this many labelled observations, else label -1
 }
+conf_checks = {"min_votes": between(1, integer=True)}  # fgsn.utils.config.check_conf
 
 
 @dataclass

@@ -26,6 +26,8 @@ import cv2
 import h5py
 import numpy as np
 
+from fgsn.utils.config import between, one_of
+
 from .records import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,11 @@ default_conf = {
         "batch_size": 4,  # windows per forward pass
         "device": "auto",  # auto (cuda when present), cpu or cuda
     },
+}
+conf_checks = {  # fgsn.utils.config.check_conf
+    "source": one_of("checkpoint", "labels"),
+    "segment": {"resize_short": between(1, integer=True), "patch": between(1, integer=True),
+                "step": between(1, integer=True), "batch_size": between(1, integer=True)},
 }
 
 

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 
+from fgsn.utils.config import between
 from fgsn.utils.io import write_h5_atomic
 from fgsn.utils.parallel import Engine
 
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 default_conf = {
     "assoc_radius_px": 1.5,  # max distance between a model observation and our keypoint, pixels
 }
+conf_checks = {"assoc_radius_px": between(0, lo_open=True)}  # fgsn.utils.config.check_conf
 
 COLMAP_FILES = ("cameras", "images", "points3D")
 

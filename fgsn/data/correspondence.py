@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..utils.config import between, merge_defaults
 from ..utils.io import read_image
 from .image import resize_short_side, scale_points
 
@@ -158,11 +159,12 @@ class CorrespondenceDataset:
         "min_points": 1,  # pairs with fewer correspondences are not used
         "cache_images": True,  # keep resized images in memory
     }
+    conf_checks = {"resize_short": between(1, integer=True), "crop_size": between(1, integer=True),
+                   "crop_jitter": between(0, 1), "val_fraction": between(0, 1, hi_open=True),
+                   "min_points": between(0, integer=True)}
 
     def __init__(self, conf):
-        from omegaconf import OmegaConf
-
-        self.conf = OmegaConf.merge(OmegaConf.create(self.default_conf), conf)
+        self.conf = merge_defaults(self.default_conf, conf, self.conf_checks, "data configuration")
         samples = [s for s in load_samples(self.conf.root, self.conf.slices) if len(s.pt_ref) >= self.conf.min_points]
         self.samples = samples
         self.train_idx, self.val_idx = split_samples(len(samples), self.conf.val_fraction, self.conf.split_seed)

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from ..utils.config import between, list_of, one_of
 from .resnet import dilated_resnet
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class PSPNet(nn.Module):
         "bgr": True,  # flip to BGR after mean subtraction (the public PSPNet weights expect it)
         "ignore_index": -1,  # label value ignored by the losses
     }
+    conf_checks = {"depth": one_of(18, 34, 50, 101), "num_classes": between(1, integer=True),
+                   "bins": list_of(between(1, integer=True)), "feature_dim": between(1, integer=True),
+                   "aux_weight": between(0), "dropout": between(0, 1, hi_open=True)}
 
     def __init__(self, conf=None):
         super().__init__()

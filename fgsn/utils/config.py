@@ -3,15 +3,156 @@
 Every configurable step has a ``default_conf`` (a dict or OmegaConf object). A run's configuration is that
 default, merged with an optional YAML file, merged with ``key=value`` overrides from the command line, in
 struct mode: a misspelt key raises an error instead of being silently accepted.
+
+**Typed** (:func:`check_conf`): every merged value must have its default's type (an integer where the default is
+an integer, a number where it is a float, true / false, a string, a list; a null default takes anything), and a
+step may declare value checks beside its ``default_conf`` (``conf_checks``, the same nesting, leaves
+:func:`between`, :func:`one_of`, :func:`any_of`, :func:`list_of`); a declared check replaces the type inferred
+from the default. A wrong value fails at merge time, before any work, with a :class:`ConfigError` naming the key,
+the value and what was expected. :func:`merge_defaults` is the same for Python callers handing a configuration
+to a step's ``main``.
 """
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Check:
+    """A value check: ``test(value) -> bool`` and the phrase ``expected`` of its error message."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+    def __call__(self, value) -> bool:
+        try:
+            return bool(self.test(value))
+        except TypeError:
+            return False
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def between(lo: float | None = None, hi: float | None = None, *, integer: bool = False, lo_open: bool = False,
+            hi_open: bool = False, optional: bool = False) -> Check:
+    """A number (an integer if ``integer``) in [lo, hi] (bounds open when ``*_open``; None: unbounded); ``optional``
+    also accepts null."""
+    def test(v):
+        if v is None:
+            return optional
+        if not _number(v) or (integer and not isinstance(v, int)):
+            return False
+        return ((lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi)))
+    kind = "an integer" if integer else "a number"
+    parts = ([f"{'>' if lo_open else '>='} {lo:g}"] if lo is not None else []) + (
+        [f"{'<' if hi_open else '<='} {hi:g}"] if hi is not None else [])
+    return Check(test, f"{kind}{' ' + ' and '.join(parts) if parts else ''}{' or null' if optional else ''}")
+
+
+def one_of(*values) -> Check:
+    """One of ``values`` (compared with ==)."""
+    return Check(lambda v: any(v == x and type(v) is type(x) for x in values),
+                 "one of " + ", ".join("null" if x is None else str(x) for x in values))
+
+
+def list_of(item: Check, length: int | None = None) -> Check:
+    """A list whose items all pass ``item`` (of ``length`` items when given)."""
+    return Check(lambda v: isinstance(v, (list, tuple)) and (length is None or len(v) == length)
+                 and all(item(x) for x in v), f"a list{f' of {length}' if length else ''} of {item.expected}")
+
+
+def any_of(*checks: Check) -> Check:
+    """Passes when one of ``checks`` does."""
+    return Check(lambda v: any(c(v) for c in checks), " or ".join(c.expected for c in checks))
+
+
+DEVICE = Check(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+               "auto, cpu, cuda or cuda:N")  # a torch device key
+
+
+def _inferred(default) -> Check | None:
+    """The check implied by a default value's type (None: anything goes)."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return Check(lambda v: isinstance(v, bool), "true or false")
+    if isinstance(default, int):
+        return Check(lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    if isinstance(default, float):
+        return Check(_number, "a number")
+    if isinstance(default, str):
+        return Check(lambda v: v is None or isinstance(v, str), "a string")
+    if isinstance(default, (list, tuple)):
+        if default and all(_number(x) for x in default):
+            return list_of(Check(_number, "numbers"))
+        return Check(lambda v: isinstance(v, (list, tuple)), "a list")
+    return None
+
+
+def check_conf(conf: DictConfig | Mapping, defaults: Mapping, checks: Mapping | None = None,
+               source: str = "configuration", prefix: str = "") -> None:
+    """Check every value of ``conf`` against its default's type and the declared ``checks`` (module docstring).
+
+    Args:
+        conf: the merged configuration (interpolations resolved here).
+        defaults: the defaults that define the keys and types (plain nested dict or DictConfig).
+        checks: nested like ``defaults``; leaves are :class:`Check` objects (or tuples: :func:`one_of` them).
+        source: named in the error (the file or command the values came from).
+        prefix: dotted key of ``conf`` inside a larger configuration, for the message.
+    Raises:
+        ConfigError: ``{source}: {key}={value!r} is invalid: expected {expected}``, for the first wrong value.
+    """
+    values = OmegaConf.to_container(conf, resolve=True) if isinstance(conf, (DictConfig, ListConfig)) else conf
+    if isinstance(defaults, DictConfig):
+        defaults = OmegaConf.to_container(defaults)
+    _check(values, defaults, checks or {}, source, prefix)
+
+
+def _check(values: Mapping, defaults: Mapping, checks: Mapping, source: str, prefix: str) -> None:
+    for key, default in defaults.items():
+        if key not in values:
+            continue
+        value, name, check = values[key], f"{prefix}{key}", checks.get(key)
+        if isinstance(default, Mapping) and (default or isinstance(check, Mapping)):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {name}={value!r} is invalid: expected a section of keys "
+                                  f"({', '.join(map(str, default))})")
+            _check(value, default, check or {}, source, f"{name}.")
+            continue
+        if isinstance(check, tuple):
+            check = one_of(*check)
+        check = check if check is not None else _inferred(default)
+        if check is not None and not check(value):
+            raise ConfigError(f"{source}: {name}={value!r} is invalid: expected {check.expected}")
+
+
+def merge_defaults(default_conf: Mapping[str, Any] | DictConfig, conf: Mapping | DictConfig | None = None,
+                   checks: Mapping | None = None, source: str = "configuration") -> DictConfig:
+    """``default_conf`` merged with ``conf`` in struct mode (unknown keys rejected) and checked (:func:`check_conf`):
+    what a step's ``main`` does with the configuration a Python caller hands it.
+
+    Raises:
+        ConfigError: an unknown key or a wrong value, naming it.
+    """
+    base = OmegaConf.create(default_conf if not isinstance(default_conf, DictConfig)
+                            else OmegaConf.to_container(default_conf))
+    OmegaConf.set_struct(base, True)
+    try:
+        merged = OmegaConf.merge(base, conf if conf is not None else {})
+    except Exception as e:  # omegaconf raises ConfigKeyError / ValidationError subclasses
+        raise ConfigError(f"invalid {source}: {e}") from None
+    check_conf(merged, default_conf, checks, source)
+    return merged
 
 
 def merge_config(
@@ -20,6 +161,7 @@ def merge_config(
     yaml_path: str | Path | None = None,
     overrides: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
+    checks: Mapping | None = None,
 ) -> DictConfig:
     """Merge a default configuration with a YAML file and dotted ``key=value`` overrides.
 
@@ -28,11 +170,13 @@ def merge_config(
         yaml_path: optional YAML file whose keys must all exist in ``default_conf``.
         overrides: strings ``a.b=value`` (values parsed as YAML scalars, e.g. ``8``, ``true``, ``[1,2]``).
         extra: programmatic overrides applied after the YAML file and before ``overrides``.
+        checks: value checks of the keys (:func:`check_conf`), nested like ``default_conf``.
     Returns:
-        The merged configuration, read-only keys checked (struct mode).
+        The merged configuration, keys (struct mode) and values (:func:`check_conf`) checked.
     Raises:
-        ConfigError: the YAML file does not exist, a key is unknown (names the key and the source), or an
-            override is not ``key=value`` (a ``ValueError``).
+        ConfigError: the YAML file does not exist, a key is unknown (names the key and the source), a value is
+            wrong (names the key, the value and what was expected), or an override is not ``key=value`` (a
+            ``ValueError``).
     """
     conf = OmegaConf.create(default_conf if not isinstance(default_conf, DictConfig) else OmegaConf.to_container(default_conf))
     OmegaConf.set_struct(conf, True)
@@ -56,6 +200,7 @@ def merge_config(
             conf = OmegaConf.merge(conf, src)
         except Exception as e:  # omegaconf raises ConfigKeyError / ValidationError subclasses
             raise ConfigError(f"invalid configuration from {name}: {e}") from None
+    check_conf(conf, default_conf, checks, " + ".join(n for n, _ in sources) or "configuration")
     return conf
 
 
@@ -76,9 +221,9 @@ def add_experiment_arguments(parser, example_config: str, output_root: str, exam
     parser.add_argument("--restore", action="store_true", help="resume from checkpoints/last.pt")
 
 
-def run_experiment(args, default_conf: Mapping[str, Any], main) -> int:
-    """Merge ``args`` (from :func:`add_experiment_arguments`) into ``default_conf`` and call
-    ``main(conf, output_root / conf.experiment, restore=...)``; prints the path it returns."""
-    conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides)
+def run_experiment(args, default_conf: Mapping[str, Any], main, checks: Mapping | None = None) -> int:
+    """Merge ``args`` (from :func:`add_experiment_arguments`) into ``default_conf`` (values checked with ``checks``)
+    and call ``main(conf, output_root / conf.experiment, restore=...)``; prints the path it returns."""
+    conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides, checks=checks)
     print(main(conf, Path(args.output_root) / conf.experiment, restore=args.restore))
     return 0
