@@ -241,13 +241,17 @@ def vo_scale_from_state(motion: TwoViewMotion, cam_from_world_prev: np.ndarray, 
     T = np.asarray(cam_from_world_prev, np.float64)
     if len(motion.points) < min_pairs:
         return None
-    uv, vis = project_visible(T[None, :, :3], camera_center(T)[None], points.xyz, points.d_min, points.d_max,
-                              points.view_dir, points.view_spread, camera, visibility["distance_scale"],
-                              np.radians(visibility["cone_margin_deg"]), visibility["min_depth_m"])
+    C = camera_center(T)
+    # only points within their largest visible distance can be visible: project those (the same visible set)
+    near = np.flatnonzero(np.linalg.norm(points.xyz - C, axis=1) <= points.d_max * visibility["distance_scale"][1])
+    pts = points.subset(near)
+    uv, vis = project_visible(T[None, :, :3], C[None], pts.xyz, pts.d_min, pts.d_max, pts.view_dir, pts.view_spread,
+                              camera, visibility["distance_scale"], np.radians(visibility["cone_margin_deg"]),
+                              visibility["min_depth_m"])
     uv, vis = uv[0], vis[0]
     if vis.sum() < min_pairs:
         return None
-    depth = (points.xyz[vis] @ T[:, :3].T + T[:, 3])[:, 2]
+    depth = (pts.xyz[vis] @ T[:, :3].T + T[:, 3])[:, 2]
     dist, nn = cKDTree(uv[vis]).query(motion.keypoints, distance_upper_bound=radius_px)
     ok = np.isfinite(dist)
     if ok.sum() < min_pairs:
