@@ -131,7 +131,12 @@ def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi
                         n = starts[p] + i
                         if n >= N:
                             n -= N
-                        if (n - sc) % N >= Lc or (n - sf) % N >= Lf:
+                        dc, df = n - sc, n - sf  # offsets into the cone and guard arcs, mod N (no division)
+                        if dc < 0:
+                            dc += N
+                        if df < 0:
+                            df += N
+                        if dc >= Lc or df >= Lf:
                             continue
                         if restrict and not keep_hyp[(k * H + h) * N + n]:
                             continue
