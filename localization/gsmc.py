@@ -431,9 +431,13 @@ def _scores_numba(sc: _Scene, valid: np.ndarray, near: list, order: list, hyp_t,
     ptr = np.concatenate([[0], np.cumsum(lens)])
     idx = np.concatenate([np.asarray(n, np.int64) for n in near]) if lens.sum() else np.zeros(0, np.int64)
     n = lambda t: np.ascontiguousarray(t.numpy())  # noqa: E731
+    # the query label map as the smallest integer type that holds it (it is read at random: cache-sized)
+    qlab, labels = n(sc.qlab), n(sc.label)
+    small = np.int16 if max(abs(int(qlab.min(initial=0))), int(qlab.max(initial=0))) < 2**15 else np.int64
+    qlab = qlab.astype(small)
     score_matches(np.asarray(order, np.int64), ptr, idx, np.ascontiguousarray(valid), n(sc.Bc), n(sc.r), n(sc.hgt),
                   n(sc.Xk), n(sc.P), n(sc.V), n(sc.d_min * sc.distance_scale[0]), n(sc.d_max * sc.distance_scale[1]),
-                  n(cone_cos(sc.spread, sc.margin)), n(sc.label), n(sc.cphi), n(sc.sphi), n(sc.qlab),
+                  n(cone_cos(sc.spread, sc.margin)), labels, n(sc.cphi), n(sc.sphi), qlab,
                   sc.camera.width, sc.camera.height, np.array([fx, fy, cx, cy, *dist], np.float64),
                   float(sc.camera.max_radius2), float(sc.cos_fov),
                   np.zeros(0, bool) if hyp_t is None else n(hyp_t), scores)

@@ -49,6 +49,17 @@ def _interval(t, centre, step, N, inside):  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _intersect(s1, L1, s2, L2, N, out_s, out_L, i):  # pragma: no cover (compiled)
+    """Intersection of the circular integer intervals [s1, s1 + L1) and [s2, s2 + L2) of Z_N (starts in [0, N)):
+    two disjoint pieces written to ``out_s[i:i + 2]``, ``out_L[i:i + 2]`` (as :func:`localization.gsmc._intersect`)."""
+    b = s2 - s1
+    if b < 0:
+        b += N
+    out_s[i], out_L[i] = (s1 + b) % N, max(min(b + L2, L1) - b, 0)
+    out_s[i + 1], out_L[i + 1] = s1, max(min(b + L2 - N, L1), 0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi, ct, labels, cphi, sphi,
                   qlab, width, height, cam, max_radius2, cos_fov, keep_hyp, scores):  # pragma: no cover (compiled)
     """GSMC scores of the matches ``order`` (written to ``scores``, in place).
@@ -75,6 +86,8 @@ def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi
     counts = np.zeros(H * N, np.int64)
     starts = np.zeros(2, np.int64)
     lengths = np.zeros(2, np.int64)
+    mid_s, mid_L = np.zeros(4, np.int64), np.zeros(4, np.int64)
+    fin_s, fin_L = np.zeros(8, np.int64), np.zeros(8, np.int64)
     for k in order:
         counts[:] = 0
         for h in range(H):
@@ -126,18 +139,15 @@ def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi
                 if Lf == 0:
                     continue
                 lab = labels[j]
-                for p in range(2):
-                    for i in range(lengths[p]):
-                        n = starts[p] + i
+                for p in range(2):  # distance arcs intersected with the cone arc, then with the guard arc
+                    _intersect(starts[p], lengths[p], sc, Lc, N, mid_s, mid_L, 2 * p)
+                for p in range(4):
+                    _intersect(mid_s[p], mid_L[p], sf, Lf, N, fin_s, fin_L, 2 * p)
+                for p in range(8):
+                    for i in range(fin_L[p]):
+                        n = fin_s[p] + i
                         if n >= N:
                             n -= N
-                        dc, df = n - sc, n - sf  # offsets into the cone and guard arcs, mod N (no division)
-                        if dc < 0:
-                            dc += N
-                        if df < 0:
-                            df += N
-                        if dc >= Lc or df >= Lf:
-                            continue
                         if restrict and not keep_hyp[(k * H + h) * N + n]:
                             continue
                         c, s = cphi[n], sphi[n]
