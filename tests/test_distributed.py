@@ -84,3 +84,19 @@ def test_killed_worker_loses_nothing(tmp_path, monkeypatch):
     names = _result_names(tmp_path / "dask")
     assert len(names) == n and len(set(names)) == n  # every query once
     assert out.read_bytes() == serial.read_bytes()
+
+
+def _echo_shared(shared, batch):
+    return [(shared["value"], x) for x in batch]
+
+
+def test_engine_shared_dicts_one_after_another():
+    """Consecutive imap calls whose shared objects are dicts with the same keys: each call's tasks see its own
+    dict (a dict given to client.scatter is scattered value by value under its keys, so equal keys of the next
+    call collided with the previous call's data being released: 'lost dependencies')."""
+    from fgsn.utils.parallel import Engine
+
+    with Engine(workers=2) as engine:
+        for value in range(6):
+            got = sorted(engine.imap(_echo_shared, list(range(20)), shared={"value": value, "other": 1}, batch_size=2))
+            assert got == [(value, x) for x in range(20)]

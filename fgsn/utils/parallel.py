@@ -83,8 +83,9 @@ class Engine:
         client = self.client()
         step = max(1, min(int(batch_size), -(-len(items) // (4 * self.num_workers()))))
         # a fresh key (no content hash): an earlier call's scatter of an equal object may still be being released,
-        # and its key would be lost under this call's tasks ("lost dependencies")
-        shared_f = client.scatter(shared, broadcast=True, hash=False)
+        # and its key would be lost under this call's tasks ("lost dependencies"). Wrapped in a list: scatter
+        # sends a dict value by value under the dict's own keys, which the next call's dict would reuse.
+        shared_f = client.scatter([shared], broadcast=True, hash=False)[0]
         futures = [client.submit(fn, shared_f, items[i:i + step], pure=False) for i in range(0, len(items), step)]
         for future in as_completed(futures):
             yield from future.result()
