@@ -6,9 +6,11 @@ For slices without a shipped model (and for the built-in demo dataset). Steps, i
 1. SIFT for every database image (:mod:`reconstruction.features`, cached).
 2. Image pairs: each image with its ``num_pair_neighbors`` nearest database images (camera centres).
 3. Pair matching: mutual nearest neighbours with Lowe's ratio test, then geometric verification with the
-   known relative pose (Sampson distance to the epipolar line, undistorted pixels).
-4. Tracks: connected components of the verified matches (union-find); a component holding two keypoints of
-   one image is dropped.
+   known relative pose (Sampson distance to the epipolar line, undistorted pixels). Steps 1 and 3 run on the
+   ``engine`` (``--workers N`` / ``--scheduler ADDRESS``: batches of images / pairs on Dask workers, which read
+   the feature file; the same model as a serial run, tested).
+4. Tracks: connected components of the verified matches (each named by its smallest keypoint index, so the
+   order of the pairs does not matter); a component holding two keypoints of one image is dropped.
 5. Triangulation: linear (DLT) over all observations on the undistorted normalised plane, observations with a
    reprojection error above ``max_reproj_error_px`` removed and the point re-estimated; points kept with at
    least 2 observations, positive depth and a triangulation angle of at least ``min_tri_angle_deg``.
@@ -18,6 +20,7 @@ For slices without a shipped model (and for the built-in demo dataset). Steps, i
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from tqdm import tqdm
 from fgsn.utils.config import merge_config
 from fgsn.utils.errors import OutputExistsError
 from fgsn.utils.logging import setup_logging
+from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 
 from . import features as feature_step
 from .camera import Camera, to_colmap_pixels
@@ -80,22 +84,43 @@ def _sampson(x0: np.ndarray, x1: np.ndarray, E: np.ndarray) -> np.ndarray:
     return np.abs(num) / np.sqrt(np.maximum(den, 1e-30))
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = np.arange(n)
+def _component_roots(n: int, edges: np.ndarray) -> np.ndarray:
+    """(n,) the smallest node of each node's connected component in the graph of (E, 2) ``edges`` (scipy)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(self, a: int) -> int:
-        root = a
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[a] != root:
-            self.parent[a], a = root, self.parent[a]
-        return root
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    smallest = np.full(labels.max(initial=-1) + 1, n, np.int64)
+    np.minimum.at(smallest, labels, np.arange(n))
+    return smallest[labels]
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+
+@functools.lru_cache(maxsize=32)
+def _pair_inputs(feature_path: str, key: str, camera) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors and undistorted normalised keypoints of one image (cached per process: pairs share images)."""
+    with h5py.File(feature_path, "r") as f:
+        return f[key]["descriptors"][()], camera.cam_from_img(f[key]["keypoints"][()].astype(np.float64))
+
+
+def _match_pairs(shared: dict, pairs: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Verified matches of image pairs (i, j): per pair the (K,) global keypoint indices of both sides (a task of
+    :func:`main`; ``shared`` holds the feature file, image keys, cameras, poses, keypoint offsets, thresholds)."""
+    keys, cams, poses, offsets = shared["keys"], shared["cameras"], shared["poses"], shared["offsets"]
+    out = []
+    for i, j in pairs:
+        di, xi = _pair_inputs(shared["feature_path"], keys[i], cams[i])
+        dj, xj = _pair_inputs(shared["feature_path"], keys[j], cams[j])
+        m = _mutual_ratio_matches(di, dj, shared["ratio"])
+        Ri, ti = poses[i][:, :3], poses[i][:, 3]
+        Rj, tj = poses[j][:, :3], poses[j][:, 3]
+        R = Rj @ Ri.T  # j_from_i
+        t = tj - R @ ti
+        E = _skew(t / max(np.linalg.norm(t), 1e-12)) @ R
+        focal = (cams[i].focal + cams[j].focal) / 2
+        ok = _sampson(xi[m[:, 0]], xj[m[:, 1]], E) * focal < shared["max_epipolar_error_px"]
+        out.append((offsets[i] + m[ok, 0].astype(np.int64), offsets[j] + m[ok, 1].astype(np.int64)))
+    return out
 
 
 def triangulate_dlt(poses: np.ndarray, xn: np.ndarray) -> np.ndarray:
@@ -113,9 +138,12 @@ def triangulate_dlt(poses: np.ndarray, xn: np.ndarray) -> np.ndarray:
     return X[:, :3] / X[:, 3:4]
 
 
-def main(conf, dataset: SeasonsDataset, map_id: str, out_dir: Path, cache_dir: Path, overwrite: bool = False) -> Path:
+def main(conf, dataset: SeasonsDataset, map_id: str, out_dir: Path, cache_dir: Path, overwrite: bool = False,
+         engine: Engine | None = None) -> Path:
     """Triangulate the model of ``map_id`` from its database images and write it to ``out_dir`` (COLMAP binary).
 
+    Args:
+        engine: where SIFT and the pair matching run (:class:`fgsn.utils.parallel.Engine`); None: this process.
     Raises:
         OutputExistsError: ``out_dir`` holds a model and not ``overwrite``.
         ValueError: fewer than 2 database images, or no point could be triangulated.
@@ -129,10 +157,10 @@ def main(conf, dataset: SeasonsDataset, map_id: str, out_dir: Path, cache_dir: P
     if len(records) < 2:
         raise ValueError(f"{map_id}: need at least 2 database images to triangulate, got {len(records)}")
     feature_path = Path(cache_dir) / feature_step.feature_filename(conf.features)
-    feature_step.main(conf.features, [(r.key, r.path) for r in records], feature_path)
+    engine = engine or Engine()
+    feature_step.main(conf.features, [(r.key, r.path) for r in records], feature_path, engine=engine)
     with h5py.File(feature_path, "r") as f:
         kps = [f[r.key]["keypoints"][()].astype(np.float64) for r in records]
-        descs = [f[r.key]["descriptors"][()] for r in records]
     xns = [r.camera.cam_from_img(k) for k, r in zip(kps, records)]  # undistorted normalised coordinates
     poses = np.stack([r.cam_from_world for r in records])
     centers = camera_center(poses)
@@ -142,24 +170,17 @@ def main(conf, dataset: SeasonsDataset, map_id: str, out_dir: Path, cache_dir: P
     dist = np.linalg.norm(centers[:, None] - centers[None], axis=2)
     k = min(int(conf.num_pair_neighbors), len(records) - 1)
     pairs = {tuple(sorted((i, int(j)))) for i in range(len(records)) for j in np.argsort(dist[i])[1 : k + 1]}
-    uf = _UnionFind(int(offsets[-1]))
-    n_verified = 0
-    for i, j in tqdm(sorted(pairs), desc=f"match pairs ({map_id})", unit="pair", disable=None):
-        m = _mutual_ratio_matches(descs[i], descs[j], float(conf.ratio_threshold))
-        if len(m) == 0:
-            continue
-        Ri, ti = poses[i][:, :3], poses[i][:, 3]
-        Rj, tj = poses[j][:, :3], poses[j][:, 3]
-        R = Rj @ Ri.T  # j_from_i
-        t = tj - R @ ti
-        E = _skew(t / max(np.linalg.norm(t), 1e-12)) @ R
-        focal = (records[i].camera.focal + records[j].camera.focal) / 2
-        ok = _sampson(xns[i][m[:, 0]], xns[j][m[:, 1]], E) * focal < float(conf.max_epipolar_error_px)
-        for a, b in m[ok]:
-            uf.union(int(offsets[i] + a), int(offsets[j] + b))
-        n_verified += int(ok.sum())
+    shared = {"feature_path": str(feature_path), "keys": [r.key for r in records],
+              "cameras": [r.camera for r in records], "poses": poses, "ratio": float(conf.ratio_threshold),
+              "max_epipolar_error_px": float(conf.max_epipolar_error_px), "offsets": offsets}
+    edges = []
+    for a, b in tqdm(engine.imap(_match_pairs, sorted(pairs), shared, batch_size=32), total=len(pairs),
+                     desc=f"match pairs ({map_id})", unit="pair", disable=None):
+        edges.append(np.stack([a, b], 1))
+    edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
+    n_verified = len(edges)
     image_of = np.repeat(np.arange(len(records)), np.diff(offsets))
-    roots = np.array([uf.find(int(n)) for n in range(int(offsets[-1]))])
+    roots = _component_roots(int(offsets[-1]), edges)
     order = np.argsort(roots, kind="stable")
     splits = np.nonzero(np.diff(roots[order]))[0] + 1
     tracks = [t for t in np.split(order, splits) if len(t) >= 2 and len(np.unique(image_of[t])) == len(t)]
@@ -235,6 +256,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, help="feature cache folder (default ROOT/cache)")
     parser.add_argument("--overwrite", action="store_true", help="rebuild existing models")
     parser.add_argument("--config", type=Path, help="YAML configuration")
+    add_engine_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
 
 
@@ -242,8 +264,10 @@ def run(args: argparse.Namespace) -> None:
     conf = merge_config(default_conf, yaml_path=args.config, overrides=args.overrides)
     setup_logging()
     dataset = load_dataset(args.dataset, args.root, parse_slices(args.slices))
-    for map_id, src in dataset.maps.items():
-        if src.exists() and not args.overwrite and not args.slices:
-            logger.info("%s: model exists at %s, skipped.", map_id, src.model_path)
-            continue
-        main(conf, dataset, map_id, src.model_path, args.cache or Path(args.root) / "cache", overwrite=args.overwrite)
+    with Engine(**engine_options(args)) as engine:
+        for map_id, src in dataset.maps.items():
+            if src.exists() and not args.overwrite and not args.slices:
+                logger.info("%s: model exists at %s, skipped.", map_id, src.model_path)
+                continue
+            main(conf, dataset, map_id, src.model_path, args.cache or Path(args.root) / "cache",
+                 overwrite=args.overwrite, engine=engine)
