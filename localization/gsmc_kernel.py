@@ -16,8 +16,8 @@ import math
 import numba
 import numpy as np
 
-_EPS_ANGLE = 1e-6  # as localization.gsmc._EPS_ANGLE
-_EPS_COS = 1e-9  # as localization.gsmc._EPS_COS
+from .gsmc import _EPS_ANGLE, _EPS_COS  # the arcs' margins, as the torch path's
+
 _TINY = np.finfo(np.float64).tiny
 
 
