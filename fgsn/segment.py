@@ -25,11 +25,11 @@ import cv2
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .data.image import resize_short_side
 from .utils.config import DEVICE, between, merge_defaults
 from .utils.io import read_image
+from .utils.logging import progress
 from .utils.parallel import Engine, add_engine_arguments, engine_options
 from .models import PSPNet
 from .sliding import image_to_tensor, sliding_window
@@ -175,7 +175,7 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
                               (model.cpu(), conf, dtype, torch.get_num_threads()), batch_size=4)
     else:
         results = ((n, *_segment(model, p, conf, dtype)) for p, n in todo)
-    for name, lab, prob, img in tqdm(results, total=len(todo), desc="segment", disable=not todo):
+    for name, lab, prob, img in progress(results, total=len(todo), desc="segment", unit="img", log=logger):
         H, W = lab.shape
         with h5py.File(out_path, "a") as f:
             f.attrs["num_classes"] = K

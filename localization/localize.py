@@ -35,12 +35,11 @@ from typing import Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from fgsn.utils.config import between, merge_config, save_config
 from fgsn.utils.errors import ConfigError, OutputExistsError
 from fgsn.utils.io import ImageReadError
-from fgsn.utils.logging import setup_logging
+from fgsn.utils.logging import progress, setup_logging
 from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 from fgsn.utils.registry import lookup
 from fgsn.utils.seeding import keyed_rng
@@ -169,15 +168,13 @@ def _localize_all(localizer: Localizer, todo: list, engine: Engine, conf, result
     logger.info("Localizing %d queries with %s, %s.", len(todo), conf.method,
                 f"Dask ({engine.scheduler or f'{engine.workers} local workers'})" if engine.parallel else "1 process")
     with open(results_path, "a") as f:
-        bar = tqdm(total=len(todo), desc=f"localize ({conf.method})", unit="query", disable=None)
         # one writer (this process), results appended and fsync'ed as they come
-        for key, result in engine.imap(functools.partial(_run_batch, seed=int(conf.seed)), todo, localizer,
-                                       int(conf.batch_size)):
+        for key, result in progress(engine.imap(functools.partial(_run_batch, seed=int(conf.seed)), todo, localizer,
+                                                int(conf.batch_size)), total=len(todo),
+                                    desc=f"localize ({conf.method})", unit="query", log=logger):
             f.write(sub.result_to_json(result, key) + "\n")
             f.flush()
             os.fsync(f.fileno())
-            bar.update()
-        bar.close()
 
 
 def finalize(dataset: SeasonsDataset, results_path: Path, out_dir: Path) -> Path:

@@ -56,10 +56,10 @@ from typing import Iterable, Mapping
 import h5py
 import numpy as np
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from fgsn.utils.config import between, one_of
 from fgsn.utils.io import atomic_path
+from fgsn.utils.logging import progress
 from fgsn.utils.parallel import Engine
 from reconstruction import features as feature_step
 from reconstruction.sfm_map import MapDescriptors
@@ -383,8 +383,8 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
         for map_id in sorted({m for _, m in todo}):  # build the approximate indexes once, before the workers read them
             _map_index(str(map_paths[map_id]), conf_json)
     shared = (conf_json, str(feature_path), {m: str(p) for m, p in map_paths.items()})
-    for key, map_id, matches in tqdm(engine.imap(_match_batch, todo, shared, batch_size=16), total=len(todo),
-                                     desc="2D-3D matching", unit="query", disable=None):
+    for key, map_id, matches in progress(engine.imap(_match_batch, todo, shared, batch_size=16), total=len(todo),
+                                         desc="2D-3D matching", unit="query", log=logger):
         feature_step.write_group(output, key, matches, {"map_id": map_id})
     _cached_index.cache_clear()  # the indexes are not needed after the step (a large map's is gigabytes)
     return output

@@ -79,10 +79,10 @@ from typing import Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from fgsn.utils.config import any_of, between, list_of, one_of
 from fgsn.utils.io import write_text_atomic
+from fgsn.utils.logging import progress
 from fgsn.utils.parallel import Engine
 from fgsn.utils.seeding import keyed_rng
 from reconstruction.camera import Camera
@@ -302,7 +302,7 @@ class PFSLLocalizer(SemanticLocalizer):
         # one task per sequence on the engine (each seeded by its name: the serial run's files); this process
         # alone writes them, as they complete
         done = (engine or Engine()).imap(_filter_batch, list(todo.items()), self, batch_size=1)
-        for name, result in tqdm(done, total=len(todo), desc="PFSL sequences", unit="sequence", disable=None):
+        for name, result in progress(done, total=len(todo), desc="PFSL sequences", unit="sequence", log=logger):
             write_text_atomic(self.sequence_path(name), json.dumps(_jsonable(result)))
 
     def stationary_labels(self) -> list[int] | None:

@@ -26,11 +26,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from fgsn.utils.config import merge_config
 from fgsn.utils.errors import OutputExistsError
-from fgsn.utils.logging import setup_logging
+from fgsn.utils.logging import progress, setup_logging
 from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 
 from . import features as feature_step
@@ -174,8 +173,8 @@ def main(conf, dataset: SeasonsDataset, map_id: str, out_dir: Path, cache_dir: P
               "cameras": [r.camera for r in records], "poses": poses, "ratio": float(conf.ratio_threshold),
               "max_epipolar_error_px": float(conf.max_epipolar_error_px), "offsets": offsets}
     edges = []
-    for a, b in tqdm(engine.imap(_match_pairs, sorted(pairs), shared, batch_size=32), total=len(pairs),
-                     desc=f"match pairs ({map_id})", unit="pair", disable=None):
+    for a, b in progress(engine.imap(_match_pairs, sorted(pairs), shared, batch_size=32), total=len(pairs),
+                         desc=f"match pairs ({map_id})", unit="pair", log=logger):
         edges.append(np.stack([a, b], 1))
     edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
     n_verified = len(edges)

@@ -29,10 +29,10 @@ from typing import Iterable
 import h5py
 import numpy as np
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from fgsn.utils.config import between
 from fgsn.utils.io import ImageReadError, read_image
+from fgsn.utils.logging import progress
 from fgsn.utils.parallel import Engine
 
 from .camera import from_colmap_pixels
@@ -135,7 +135,7 @@ def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite
     before = dict(failed)
     engine = engine or Engine()
     results = engine.imap(_extract_batch, todo, OmegaConf.to_container(OmegaConf.create(conf)), batch_size=8)
-    for key, feats, attrs in tqdm(results, total=len(todo), desc="SIFT", unit="img", disable=None):
+    for key, feats, attrs in progress(results, total=len(todo), desc="SIFT", unit="img", log=logger):
         if feats is None:
             if not skip_errors:
                 raise ImageReadError(attrs)

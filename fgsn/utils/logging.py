@@ -44,3 +44,46 @@ def eta(elapsed_s: float, done: int, total: int) -> str:
     """``0.52 s/it, ETA 4 m 10 s`` from the time spent on ``done`` of ``total`` steps (this process's)."""
     per = elapsed_s / max(done, 1)
     return f"{per:.2f} s/it, ETA {format_duration(per * (total - done))}"
+
+
+def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it", log: logging.Logger | None = None,
+             interval_s: float = 60.0, tty: bool | None = None):
+    """Iterate with progress: a tqdm bar on a terminal; otherwise (log files, cluster jobs, pipes) a log line
+    ``desc: done / total unit (pct %), rate, ETA ...`` every ``interval_s`` seconds and at the end.
+
+    Args:
+        iterable: the items; total: their number (``len(iterable)`` when None and it has one).
+        desc: what is done (e.g. ``SIFT``); unit: of one item.
+        log: the logger of the non-terminal lines (default: this module's package logger ``fgsn``).
+        interval_s: seconds between log lines when not on a terminal.
+        tty: force the terminal (True) or the log lines (False); None: ``sys.stderr.isatty()``.
+    """
+    import sys
+    import time
+
+    total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
+    if (sys.stderr.isatty() if tty is None else tty):
+        from tqdm import tqdm
+
+        yield from tqdm(iterable, total=total, desc=desc, unit=unit)
+        return
+    log = log or logging.getLogger("fgsn")
+    t0 = last = time.perf_counter()
+    done = 0
+
+    def line():
+        elapsed = time.perf_counter() - t0
+        of = f" / {total}" if total else ""
+        pct = f" ({100 * done / total:.0f} %)" if total else ""
+        rest = f", {eta(elapsed, done, total)}" if total and done < total else f", {format_duration(elapsed)} in all"
+        log.info("%s: %d%s %s%s%s", desc, done, of, unit, pct, rest)
+
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.perf_counter()
+        if now - last >= interval_s:
+            last = now
+            line()
+    if done:
+        line()

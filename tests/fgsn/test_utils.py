@@ -63,3 +63,23 @@ def test_eta_and_durations():
     assert format_duration(5.4) == "5 s" and format_duration(65) == "1 m 05 s" and format_duration(3725) == "1 h 02 m"
     assert eta(10.0, 5, 500) == "2.00 s/it, ETA 16 m 30 s"  # 2 s per step, 495 steps left
     assert eta(0.0, 0, 10) == "0.00 s/it, ETA 0 s"
+
+
+def test_progress_logs_when_not_on_a_terminal(caplog):
+    """Off a terminal (log files, cluster jobs) progress is log lines with the count, the share and an ETA, and a
+    last line with the total time; every item is passed through once, in order."""
+    import logging
+
+    from fgsn.utils.logging import progress
+
+    log = logging.getLogger("test_progress")
+    with caplog.at_level(logging.INFO, logger="test_progress"):
+        items = list(progress(iter(range(4)), total=4, desc="SIFT", unit="img", log=log, interval_s=0.0, tty=False))
+    assert items == [0, 1, 2, 3]
+    lines = [r.getMessage() for r in caplog.records if r.name == "test_progress"]
+    assert lines[0].startswith("SIFT: 1 / 4 img (25 %), ") and "ETA" in lines[0]
+    assert lines[-1].startswith("SIFT: 4 / 4 img (100 %), ") and lines[-1].endswith(" in all")
+    assert len(lines) == 5  # one per item, and the final one
+    with caplog.at_level(logging.INFO, logger="test_progress"):
+        assert list(progress([], desc="none", log=log, tty=False)) == []  # nothing done: no line
+    assert len([r for r in caplog.records if r.name == "test_progress"]) == 5
