@@ -4,13 +4,18 @@ For every query with known ground truth: position error ||C_est - C_gt|| (metres
 arccos((trace(R_gt^T R_est) - 1) / 2) (degrees); recall at (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°) in percent,
 per condition, per scene group and over all; median errors (a missing or failed query counts as a failure,
 with infinite error). When ``results.jsonl`` lies beside the submission, median match and inlier counts and
-inlier ratios are reported too.
+inlier ratios are reported too; for a sequential filter (PFSL: every result's ``info`` has an ``event``), whose
+frames mostly have no 2D-3D matches, the filter's own statistics instead: the share of frames tracked (predicted
+with odometry, not (re)initialised), the frames (re)initialised from a single-image estimate or a prior, those
+left uninitialised, and the median label agreement n_agree / n_visible at the estimated pose.
 
 Writes ``OUT/eval.json``::
 
     {"thresholds": [[0.25, 2], [0.5, 5], [5, 10]],
      "conditions": {name: {"num_queries": n, "recall": [r1, r2, r3], "median_err_t_m": .., "median_err_R_deg": ..,
-                           "median_matches": .., "median_inliers": .., "median_inlier_ratio": ..}},
+                           "median_matches": .., "median_inliers": .., "median_inlier_ratio": ..
+                           (PFSL: "filter_tracked", "filter_initialised", "filter_uninitialised",
+                           "median_agreement" instead)}},
      "groups": {...same...}, "all": {...same...}}
 
 plus ``OUT/eval.md`` (tables) and ``OUT/cumulative_errors.png`` (fraction of queries below a position error and
@@ -65,7 +70,16 @@ def _stats(names: list[str], errors: dict, records: dict) -> dict:
          "median_err_t_m": float(np.median(et)) if len(et) else float("nan"),
          "median_err_R_deg": float(np.median(er)) if len(er) else float("nan")}
     recs = [records[n] for n in names if n in records]
-    if recs:
+    events = [r.get("info", {}).get("event") for r in recs]
+    if recs and all(e is not None for e in events):  # a sequential filter (PFSL): its own statistics
+        info = [r["info"] for r in recs]
+        agree = [i["n_agree"] / i["n_visible"] for i in info if i.get("n_visible")]
+        s.update(filter_tracked=float(np.mean([e == "track" for e in events])),
+                 filter_initialised=int(sum(e in ("init", "reinit") for e in events)),
+                 filter_uninitialised=int(sum(e == "uninitialised" for e in events)),
+                 median_agreement=float(np.median(agree)) if agree else float("nan"),
+                 median_time_s=float(np.median([r["time_s"] for r in recs])))
+    elif recs:
         m = np.array([r["num_matches"] for r in recs], float)
         i = np.array([r["num_inliers"] for r in recs], float)
         s.update(median_matches=float(np.median(m)), median_inliers=float(np.median(i)),
@@ -122,15 +136,22 @@ def format_markdown(report: dict, title: str = "Evaluation") -> str:
     th = " / ".join(f"({t:g} m, {r:g}°)" for t, r in report["thresholds"])
     lines = [f"# {title}", "", f"Recall in % at {th}; a failed or missing query counts as a failure.", ""]
     extra = "median_inliers" in report["all"]
-    head = "| {} | queries | recall | median err (m / °) |" + (" median matches | median inliers | inlier ratio |" if extra else "")
+    filt = "filter_tracked" in report["all"]
+    head = "| {} | queries | recall | median err (m / °) |" + (
+        " median matches | median inliers | inlier ratio |" if extra else
+        " tracked frames | (re)initialised | uninitialised | median label agreement |" if filt else "")
     for section in ("conditions", "groups"):
-        lines += [head.format(section[:-1]), "|---|---|---|---|" + ("---|---|---|" if extra else "")]
+        lines += [head.format(section[:-1]), "|---|---|---|---|" + ("---|---|---|" if extra else
+                                                                    "---|---|---|---|" if filt else "")]
         items = list(report[section].items()) + ([("**all**", report["all"])] if section == "groups" else [])
         for name, s in items:
             row = (f"| {name} | {s['num_queries']} | {' / '.join(f'{r:.1f}' for r in s['recall'])} | "
                    f"{s['median_err_t_m']:.3g} / {s['median_err_R_deg']:.3g} |")
             if extra and "median_inliers" in s:
                 row += f" {s['median_matches']:.0f} | {s['median_inliers']:.0f} | {s['median_inlier_ratio']:.2f} |"
+            elif filt and "filter_tracked" in s:
+                row += (f" {100 * s['filter_tracked']:.0f} % | {s['filter_initialised']} | "
+                        f"{s['filter_uninitialised']} | {s['median_agreement']:.2f} |")
             lines.append(row)
         lines.append("")
     return "\n".join(lines)

@@ -465,6 +465,12 @@ def test_end_to_end_on_demo(semantic_demo, tmp_path):
     assert all(r["info"]["odometry"] == "file+noise" for r in records)  # the demo writes odometry files
     report = evaluate.main(ds, sub, tmp_path / "run")
     assert report["all"]["recall"][2] >= 75.0
+    # the filter's statistics, not match counts (most frames have no 2D-3D matches)
+    a, events = report["all"], [r["info"]["event"] for r in records]
+    assert a["filter_tracked"] == pytest.approx(events.count("track") / len(events)) and a["filter_tracked"] > 0.5
+    assert a["filter_initialised"] >= 2 and a["filter_uninitialised"] == 0  # one start per sequence at least
+    assert 0 < a["median_agreement"] <= 1 and "median_matches" not in a
+    assert "| tracked frames | (re)initialised |" in (tmp_path / "run" / "eval.md").read_text()
     seq_files = sorted((cache).glob("pfsl-gt-n200-*/*.json"))
     assert [p.name for p in seq_files] == ["slice2_dusk_c0.json", "slice2_night_c0.json"]
     mtimes = [p.stat().st_mtime_ns for p in seq_files]
