@@ -27,6 +27,7 @@ from fgsn.utils.errors import UserError
 from fgsn.utils.io import atomic_path
 from reconstruction.datasets import SeasonsDataset
 from reconstruction.geometry import pose_from_qvec_tvec, rotmat_to_qvec
+from reconstruction.records import read_text
 
 from .base import QueryResult
 
@@ -60,7 +61,10 @@ def read_results(path: Path, repair: bool = False) -> dict[str, dict]:
     query is then localized again), otherwise it raises.
 
     Raises:
-        SubmissionError: a malformed line (not the last one, or the last one without ``repair``).
+        SubmissionError: a malformed line (not the last one, or the last one without ``repair``): not UTF-8, not
+            JSON, or not a record (an object with a string ``name``; when ``success``, a ``cam_from_world``
+            that is null or holds a ``qvec`` of 4 and a ``tvec`` of 3 numbers, as :func:`pose_from_record`
+            reads it).
     """
     path = Path(path)
     if not path.is_file():
@@ -74,8 +78,9 @@ def read_results(path: Path, repair: bool = False) -> dict[str, dict]:
         if line.strip():
             try:
                 rec = json.loads(line)
+                _check_record(rec)
                 records[rec["name"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (ValueError, RecursionError):  # ValueError: not UTF-8, not JSON (or too long an int), not a record
                 is_last = i >= len(lines) - 1 or not any(x.strip() for x in lines[i + 1 :])
                 if not (repair and is_last):
                     raise SubmissionError(f"{path}:{i + 1}: malformed result line {line[:80]!r}") from None
@@ -84,6 +89,20 @@ def read_results(path: Path, repair: bool = False) -> dict[str, dict]:
                 break
         offset = end
     return records
+
+
+def _is_numbers(v, n: int) -> bool:
+    return isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) for x in v)
+
+
+def _check_record(rec) -> None:
+    """Raise ValueError unless ``rec`` is a results record that :func:`pose_from_record` reads."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("name"), str):
+        raise ValueError("not an object with a string name")
+    pose = rec.get("cam_from_world")
+    if rec.get("success") and pose is not None and not (
+            isinstance(pose, dict) and _is_numbers(pose.get("qvec"), 4) and _is_numbers(pose.get("tvec"), 3)):
+        raise ValueError("cam_from_world is not {qvec: 4 numbers, tvec: 3 numbers}")
 
 
 def pose_from_record(rec: dict) -> np.ndarray | None:
@@ -154,14 +173,14 @@ def read_submission(path: Path, pattern: re.Pattern | None = None) -> dict[str, 
     """Read ``name qw qx qy qz tx ty tz`` lines into name -> (3, 4) cam_from_world.
 
     Raises:
-        SubmissionError: missing file, wrong field count, non-finite values, non-unit quaternion, a name twice
-            or not matching ``pattern``; the message names the file and line.
+        SubmissionError: missing file, not UTF-8 text, wrong field count, non-finite values, non-unit
+            quaternion, a name twice or not matching ``pattern``; the message names the file and line.
     """
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"{path}: submission file not found")
     poses = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(read_text(path, SubmissionError).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from .camera import Camera
-from .records import DatasetError, ImageRecord
+from .records import DatasetError, ImageRecord, text_lines
 from .geometry import estimate_up, invert_pose, pose_from_qvec_center
 
 logger = logging.getLogger(__name__)
@@ -104,20 +104,28 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     out = []
-    with open(path, "r") as f:
-        for i, line in enumerate(f, 1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                out.append((i, line))
+    for i, line in text_lines(path):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append((i, line))
     return out
+
+
+def _image_key(path: Path, lineno: int | None, name: str, suffix: str = "") -> str:
+    """``name`` with its extension replaced by ``suffix``; a name without a file name (``.``, ``/``) is an error."""
+    try:
+        return str(Path(name).with_suffix(suffix))
+    except ValueError:
+        where = f"{path}:{lineno}" if lineno is not None else f"{path}"
+        raise DatasetError(f"{where}: {name!r} is not an image name") from None
 
 
 def read_pose_file(path: Path) -> dict[str, np.ndarray]:
     """Read ``name qw qx qy qz cx cy cz`` lines (world-to-camera quaternion, camera centre) into cam_from_world.
 
     Raises:
-        DatasetError: missing file, a line without exactly 8 fields, non-numeric or non-finite values,
-            a zero quaternion, or a name given twice.
+        DatasetError: missing or unreadable file, not UTF-8 text, a line without exactly 8 fields,
+            non-numeric or non-finite values, a zero quaternion, or a name given twice (names the file and line).
     """
     poses: dict[str, np.ndarray] = {}
     for lineno, line in _read_lines(path):
@@ -139,12 +147,22 @@ def read_pose_file(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_name_list(path: Path) -> list[str]:
-    """Read a list of image names (first token per non-empty line)."""
+    """Read a list of image names (first token per non-empty line; ``#`` comments allowed).
+
+    Raises:
+        DatasetError: missing or unreadable file, or not UTF-8 text (names the file and line).
+    """
     return [line.split()[0] for _, line in _read_lines(path)]
 
 
 def read_cmu_intrinsics(path: Path) -> dict[str, Camera]:
-    """Read ``cK MODEL w h params...`` lines (``#`` comments allowed) into camera_id -> :class:`Camera`."""
+    """Read ``cK MODEL w h params...`` lines (``#`` comments allowed) into camera_id -> :class:`Camera`.
+
+    Raises:
+        DatasetError: missing or unreadable file, not UTF-8 text, a line with fewer than 5 fields, non-numeric,
+            non-finite or out-of-range values (an image size outside 1 to 2^31 - 1), an unknown model, a wrong number of
+            parameters, no camera at all; each names the file (and the line).
+    """
     import pycolmap
 
     cameras = {}
@@ -158,6 +176,9 @@ def read_cmu_intrinsics(path: Path) -> dict[str, Camera]:
             params = tuple(float(v) for v in parts[4:])
         except ValueError:
             raise DatasetError(f"{path}:{lineno}: non-numeric intrinsics in {line!r}") from None
+        if not (0 < width < 2**31 and 0 < height < 2**31) or not np.all(np.isfinite(params)):
+            raise DatasetError(f"{path}:{lineno}: image size out of range (1 to 2^31 - 1) or non-finite "
+                               f"parameters in {line!r}")
         try:
             cam = pycolmap.Camera(model=model, width=width, height=height, params=list(params))
         except Exception:
@@ -171,14 +192,21 @@ def read_cmu_intrinsics(path: Path) -> dict[str, Camera]:
 
 
 def _cmu_timestamp(name: str) -> float:
+    """Seconds from a CMU name's ``<us>us``; NaN when the name has none (or one no float holds)."""
     m = _CMU_NAME.match(name)
-    return int(m.group(3)) * 1e-6 if m else float("nan")
+    try:
+        return int(m.group(3)) * 1e-6 if m else float("nan")
+    except (OverflowError, ValueError):  # more digits than a float (or Python's int parser) takes
+        return float("nan")
 
 
 def _date_condition(timestamp_s: float) -> str:
     if not np.isfinite(timestamp_s):
         return "unknown"
-    return datetime.fromtimestamp(timestamp_s, tz=timezone.utc).strftime("%Y-%m-%d")
+    try:
+        return datetime.fromtimestamp(timestamp_s, tz=timezone.utc).strftime("%Y-%m-%d")
+    except (OverflowError, OSError, ValueError):  # a timestamp outside the calendar
+        return "unknown"
 
 
 def _condition_from_pose_file(path: Path) -> str | None:
@@ -218,7 +246,8 @@ def load_cmu(root: str | Path, slices: Sequence[int] | None = None, scene_groups
         slices: slice numbers to read (default: all present).
         scene_groups: slice -> group override.
     Raises:
-        DatasetError: missing/malformed files, a test image that does not exist, an empty query list.
+        DatasetError: missing/malformed files, a test image that does not exist or is listed twice, an empty
+            query list.
     """
     root = Path(root)
     if not root.is_dir():
@@ -259,6 +288,9 @@ def load_cmu(root: str | Path, slices: Sequence[int] | None = None, scene_groups
         names = read_name_list(test_file)
         if not names:
             raise DatasetError(f"{test_file}: empty query list")
+        if len(set(names)) < len(names):
+            twice = next(n for i, n in enumerate(names) if n in names[:i])
+            raise DatasetError(f"{test_file}: query {twice} listed twice")
         for name in names:
             cam_id, cam = camera_of(name, test_file)
             path = sdir / "query" / name
@@ -269,9 +301,9 @@ def load_cmu(root: str | Path, slices: Sequence[int] | None = None, scene_groups
             queries.append(ImageRecord(name, f"{map_id}/query/{name}", path, cam, cam_id, cond or _date_condition(ts),
                                        groups, ts, map_id, pose))
         maps[map_id] = MapSource(map_id, sdir / "sparse", sdir / "database", "colmap")
-    _check_unique(queries, "query")
+    _check_unique(root, queries, "query")
     logger.info("CMU: %d slices, %d database images, %d queries.", len(slices), len(database), len(queries))
-    return SeasonsDataset("cmu", root, database, queries, maps, up=_database_up(database))
+    return SeasonsDataset("cmu", root, database, queries, maps, up=_database_up(root, database))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,7 +312,12 @@ def load_cmu(root: str | Path, slices: Sequence[int] | None = None, scene_groups
 
 
 def read_robotcar_intrinsics(path: Path, image_size: tuple[int, int]) -> Camera:
-    """Read ``fx v`` / ``fy v`` / ``cx v`` / ``cy v`` lines into a PINHOLE camera (images are undistorted)."""
+    """Read ``fx v`` / ``fy v`` / ``cx v`` / ``cy v`` lines into a PINHOLE camera (images are undistorted).
+
+    Raises:
+        DatasetError: missing or unreadable file, not UTF-8 text, a line that is not ``key value``, a non-numeric
+            or non-finite value, a missing key; each names the file (and the line).
+    """
     vals = {}
     for lineno, line in _read_lines(path):
         parts = line.split()
@@ -290,6 +327,8 @@ def read_robotcar_intrinsics(path: Path, image_size: tuple[int, int]) -> Camera:
             vals[parts[0]] = float(parts[1])
         except ValueError:
             raise DatasetError(f"{path}:{lineno}: non-numeric value in {line!r}") from None
+        if not np.isfinite(vals[parts[0]]):
+            raise DatasetError(f"{path}:{lineno}: non-finite value in {line!r}")
     missing = [k for k in ("fx", "fy", "cx", "cy") if k not in vals]
     if missing:
         raise DatasetError(f"{path}: missing {', '.join(missing)}")
@@ -297,7 +336,12 @@ def read_robotcar_intrinsics(path: Path, image_size: tuple[int, int]) -> Camera:
 
 
 def read_matrix_4x4(path: Path) -> np.ndarray:
-    """Read a 4x4 matrix written as 4 comma- (or space-) separated rows."""
+    """Read a 4x4 matrix written as 4 comma- (or space-) separated rows.
+
+    Raises:
+        DatasetError: missing or unreadable file, not UTF-8 text, a non-numeric value, not 4 rows of 4 values, a
+            non-finite value; each names the file (and the line).
+    """
     rows = []
     for lineno, line in _read_lines(path):
         try:
@@ -307,11 +351,19 @@ def read_matrix_4x4(path: Path) -> np.ndarray:
     M = np.array(rows) if rows and all(len(r) == 4 for r in rows) else None
     if M is None or M.shape != (4, 4):
         raise DatasetError(f"{path}: expected a 4x4 matrix")
+    if not np.all(np.isfinite(M)):
+        raise DatasetError(f"{path}: non-finite value in the 4x4 matrix")
     return M
 
 
 def read_robotcar_train_poses(path: Path) -> dict[str, np.ndarray]:
-    """``cond/cam/<ts>.png`` + 16 numbers (row-major 4x4 camera-to-world) -> key ``cond/cam/<ts>`` -> cam_from_world."""
+    """``cond/cam/<ts>.png`` + 16 numbers (row-major 4x4 camera-to-world) -> key ``cond/cam/<ts>`` -> cam_from_world.
+
+    Raises:
+        DatasetError: missing or unreadable file, not UTF-8 text, a line without a name and 16 numbers, a
+            non-numeric value, a 3x3 block that is not a rotation, a name that is not an image name; each names
+            the file and the line.
+    """
     poses = {}
     for lineno, line in _read_lines(path):
         parts = line.split()
@@ -324,7 +376,7 @@ def read_robotcar_train_poses(path: Path) -> dict[str, np.ndarray]:
         R = M[:3, :3]
         if not np.all(np.isfinite(M)) or abs(np.linalg.det(R) - 1) > 1e-3:
             raise DatasetError(f"{path}:{lineno}: the 3x3 block is not a rotation")
-        poses[str(Path(parts[0]).with_suffix(""))] = invert_pose(M[:3, :])
+        poses[_image_key(path, lineno, parts[0])] = invert_pose(M[:3, :])
     return poses
 
 
@@ -385,27 +437,35 @@ def load_robotcar(root: str | Path, cameras: Sequence[str] = ("rear",)) -> Seaso
     if test_file.is_file():
         names = {q.name for q in queries}
         for n in read_name_list(test_file):
-            if str(Path(n).with_suffix(".jpg")) not in names and Path(n).parts[0] in cameras:
+            if _image_key(test_file, None, n, ".jpg") not in names and Path(n).parts[0] in cameras:
                 raise DatasetError(f"{test_file}: test image {n} not found under {img_root}/<condition>/")
-    _check_unique(queries, "query")
+    _check_unique(root, queries, "query")
     logger.info("RobotCar: %d database images, %d queries.", len(database), len(queries))
     maps = {map_id: MapSource(map_id, nvm_path, img_root, "nvm")}
-    return SeasonsDataset("robotcar", root, database, queries, maps, up=_database_up(database), rig_from_cam=rig_from_cam)
+    return SeasonsDataset("robotcar", root, database, queries, maps, up=_database_up(root, database),
+                          rig_from_cam=rig_from_cam)
 
 
-def _check_unique(records: list[ImageRecord], what: str) -> None:
+def _check_unique(root: Path, records: list[ImageRecord], what: str) -> None:
     seen: dict[str, str] = {}
     for r in records:
         if r.name in seen:
-            raise DatasetError(f"{what} name {r.name} appears twice ({seen[r.name]} and {r.key}); the submission "
-                               "format needs unique names")
+            raise DatasetError(f"{root}: {what} name {r.name} appears twice ({seen[r.name]} and {r.key}); the "
+                               "submission format needs unique names")
         seen[r.name] = r.key
 
 
-def _database_up(database: list[ImageRecord]) -> np.ndarray:
-    """The world up axis of a dataset, estimated from its database poses (:func:`geometry.estimate_up`)."""
+def _database_up(root: Path, database: list[ImageRecord]) -> np.ndarray:
+    """The world up axis of a dataset, estimated from its database poses (:func:`geometry.estimate_up`).
+
+    Raises:
+        DatasetError: poses whose image-up directions cancel out (names the dataset root).
+    """
     poses = [r.cam_from_world for r in database if r.cam_from_world is not None]
-    up = estimate_up(np.array(poses)) if poses else np.array([0.0, 0.0, 1.0])
+    try:
+        up = estimate_up(np.array(poses)) if poses else np.array([0.0, 0.0, 1.0])
+    except ValueError as e:
+        raise DatasetError(f"{root}: no world up axis from the {len(poses)} database poses ({e})") from None
     logger.info("World up axis (from %d database poses): (%.3f, %.3f, %.3f)", len(poses), *up)
     return up
 

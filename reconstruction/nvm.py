@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .camera import Camera
-from .records import DatasetError
+from .records import DatasetError, text_lines
 from .geometry import pose_from_qvec_center
 
 _CHUNK_LINES = 16384  # point lines parsed together (bounds the temporary Python token lists)
@@ -88,11 +88,17 @@ def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(1-based line number, tokens) of each non-blank line of ``path``, read one line at a time."""
     if not path.is_file():
         raise DatasetError(f"{path}: NVM model file not found")
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            tokens = line.split()
-            if tokens:
-                yield lineno, tokens
+    for lineno, line in text_lines(path):
+        tokens = line.split()
+        if tokens:
+            yield lineno, tokens
+
+
+def _int_or_none(token: str) -> int | None:
+    try:
+        return int(token)
+    except ValueError:
+        return None
 
 
 def _read_count(path: Path, lines: Iterator[tuple[int, list[str]]], what: str,
@@ -137,10 +143,14 @@ def _parse_cameras(path: Path, lines: Iterator[tuple[int, list[str]]], model: in
     for _, (lineno, t) in zip(range(n_cams), lines):
         if len(t) < 9:
             raise DatasetError(f"{path}:{lineno}: camera line needs 'name f qw qx qy qz cx cy cz ...'")
+        if not Path(t[0].lstrip("./")).name:  # no file name: no image key (:func:`_key`)
+            raise DatasetError(f"{path}:{lineno}: camera name {t[0]!r} is not an image name")
         try:
             vals = np.array([float(v) for v in t[1:9]])
         except ValueError:
             raise DatasetError(f"{path}:{lineno}: non-numeric camera values") from None
+        if not np.all(np.isfinite(vals)) or np.linalg.norm(vals[1:5]) < 1e-8:
+            raise DatasetError(f"{path}:{lineno}: non-finite camera values or zero quaternion")
         names.append(t[0])
         focal.append(vals[0])
         poses.append(pose_from_qvec_center(vals[1:5], vals[5:8]))
@@ -223,9 +233,11 @@ def read_nvm_arrays(path: str | Path, model: int | None = None) -> NVMModel:
     Returns:
         NVMModel: cameras, points and their flat tracks, in file order.
     Raises:
-        DatasetError: missing file, malformed header, camera or point line, a point observed in an unknown
-            image, fewer cameras or points than the header announces (a truncated file), a file of several
-            models with ``model=None`` or fewer models than ``model``; each names the file and the line.
+        DatasetError: missing file, not UTF-8 text, malformed header, camera or point line (a camera name
+            without a file name, non-finite camera values or a zero quaternion included), a point observed in
+            an unknown image, fewer cameras or points than the header announces (a truncated file), a file of
+            several models with ``model=None`` or fewer models than ``model``; each names the file and the
+            line.
     """
     path = Path(path)
     lines = _lines(path)
@@ -245,7 +257,7 @@ def read_nvm_arrays(path: str | Path, model: int | None = None) -> NVMModel:
         raise DatasetError(f"{path}:{lineno}: file ends after {read} points, header announces {n_pts}")
     if model is None:  # the next line: end of file, the end-of-models 0, a PLY trailer, or another model
         nxt = next(lines, None)
-        if nxt is not None and nxt[1][0].isdigit() and int(nxt[1][0]) > 0:
+        if nxt is not None and nxt[1][0].isdigit() and (_int_or_none(nxt[1][0]) or 0) > 0:  # "²": a digit, no int
             raise DatasetError(f"{path}:{nxt[0]}: the file holds more than one model (the next has {nxt[1][0]} "
                                "cameras): choose one with model=K (0 = the first)")
     lines.close()  # the models after the chosen one are not read
@@ -275,7 +287,8 @@ def read_nvm_poses(path: str | Path, model: int = 0) -> dict[str, np.ndarray]:
         image key (``condition/camera/<ts>``, no extension) -> (3, 4) cam_from_world (world -> camera, world
         units of the model) of every camera of model ``model`` (0-based; default the first).
     Raises:
-        DatasetError: missing file, malformed header or camera line, fewer cameras than announced.
+        DatasetError: missing file, not UTF-8 text, malformed header or camera line (as
+            :func:`read_nvm_arrays`), fewer cameras than announced (names the file and the line).
     """
     path = Path(path)
     lines = _lines(path)

@@ -24,7 +24,9 @@ import numpy as np
 from .geometry import axis_angle_to_rotmat, compose, invert_pose, pose_from_qvec_tvec
 
 VO_HEADER = ("source_timestamp", "destination_timestamp", "x", "y", "z", "roll", "pitch", "yaw")
-from .records import DatasetError, ImageRecord
+from .records import DatasetError, ImageRecord, read_text, text_lines
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def perturb_odometry(cur_from_prev: np.ndarray, rng: np.random.Generator, noise_t_per_m: float,
@@ -52,21 +54,21 @@ def read_odometry_file(path: Path) -> dict[tuple[str, str], np.ndarray]:
     """``name_prev name_cur qw qx qy qz tx ty tz`` lines -> {(name_prev, name_cur): (3, 4) cur_from_prev}.
 
     Raises:
-        DatasetError: a line without 9 fields or with non-numeric values (names the file and line).
+        DatasetError: an unreadable file, not UTF-8 text, a line without 9 fields or with non-numeric values
+            (names the file and line).
     """
     out = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts or parts[0].startswith("#"):
-                continue
-            try:
-                if len(parts) != 9:
-                    raise ValueError
-                v = np.array([float(x) for x in parts[2:]])
-            except ValueError:
-                raise DatasetError(f"{path}:{lineno}: expected 'name_prev name_cur qw qx qy qz tx ty tz'") from None
-            out[(parts[0], parts[1])] = pose_from_qvec_tvec(v[:4], v[4:])
+    for lineno, line in text_lines(path):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        try:
+            if len(parts) != 9:
+                raise ValueError
+            v = np.array([float(x) for x in parts[2:]])
+        except ValueError:
+            raise DatasetError(f"{path}:{lineno}: expected 'name_prev name_cur qw qx qy qz tx ty tz'") from None
+        out[(parts[0], parts[1])] = pose_from_qvec_tvec(v[:4], v[4:])
     return out
 
 
@@ -89,14 +91,12 @@ def read_robotcar_vo(path: Path) -> tuple[np.ndarray, np.ndarray]:
         timestamps: (N + 1,) int64 microseconds, increasing.
         poses: (N + 1, 4, 4) the VO frame at each timestamp in the frame of the first one (first_from_frame).
     Raises:
-        DatasetError: unreadable file, wrong header, a line without 8 numbers, or a step whose destination is not
-            the previous step's source (names the file and line).
+        DatasetError: unreadable file, not UTF-8 text, wrong header, a line without 8 finite numbers, a
+            timestamp outside int64, a step whose destination is not the previous step's source, timestamps that
+            do not increase, motions whose chain overflows (names the file and line).
     """
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read visual odometry ({e.strerror})") from None
+    lines = read_text(path).splitlines()
     if not lines or tuple(c.strip() for c in lines[0].split(",")) != VO_HEADER:
         raise DatasetError(f"{path}:1: expected the header {','.join(VO_HEADER)}")
     src, dst, rel = [], [], []
@@ -113,6 +113,10 @@ def read_robotcar_vo(path: Path) -> tuple[np.ndarray, np.ndarray]:
         except ValueError:
             raise DatasetError(f"{path}:{lineno}: expected 8 comma-separated numbers "
                                f"({','.join(VO_HEADER)})") from None
+        if not (_INT64_MIN <= src[-1] <= _INT64_MAX and _INT64_MIN <= dst[-1] <= _INT64_MAX):
+            raise DatasetError(f"{path}:{lineno}: timestamp outside the int64 range of microseconds")
+        if not np.all(np.isfinite(rel[-1])):
+            raise DatasetError(f"{path}:{lineno}: non-finite motion value")
         if len(src) > 1 and dst[-1] != src[-2]:
             raise DatasetError(f"{path}:{lineno}: destination_timestamp {dst[-1]} is not the previous line's "
                                f"source_timestamp {src[-2]}: the odometry chain is broken")
@@ -123,8 +127,10 @@ def read_robotcar_vo(path: Path) -> tuple[np.ndarray, np.ndarray]:
     poses[0] = np.eye(4)
     for i in range(len(src)):
         poses[i + 1] = poses[i] @ T[i]  # first_from_source = first_from_destination @ destination_from_source
+    if not np.all(np.isfinite(poses)):
+        raise DatasetError(f"{path}: the chained motions overflow (translations too large)")
     ts = np.array([dst[0], *src], np.int64)
-    if np.any(np.diff(ts) <= 0):
+    if np.any(ts[1:] <= ts[:-1]):  # not np.diff: it wraps around for timestamps far apart
         raise DatasetError(f"{path}: timestamps do not increase")
     return ts, poses
 

@@ -1,11 +1,13 @@
-"""The records every reader produces and every stage consumes: one image of a benchmark, and the error a bad
-dataset file raises. A module of its own so that the readers (:mod:`reconstruction.datasets`,
-:mod:`reconstruction.nvm`) import it without importing each other.
+"""The records every reader produces and every stage consumes: one image of a benchmark, the error a bad
+dataset file raises, and the strict UTF-8 line reader of the text formats (a byte that is not UTF-8 is that
+error, naming the file and the line). A module of its own so that the readers (:mod:`reconstruction.datasets`,
+:mod:`reconstruction.nvm`, :mod:`reconstruction.odometry`) import it without importing each other.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -16,6 +18,48 @@ from .camera import Camera
 
 class DatasetError(UserError, ValueError):
     """A dataset file is missing or malformed; the message names the file and the problem."""
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    """The 1-based number of the first line of ``path`` that is not UTF-8, counted as text mode counts lines
+    (``\\n``, ``\\r\\n`` or ``\\r``): UTF-8 validity is local and no line break byte is part of a character."""
+    lineno = 0
+    with open(path, "rb") as f:
+        for raw in f:  # ends at b"\n"; bytes.splitlines() splits at the universal newlines only
+            for piece in raw.splitlines():
+                lineno += 1
+                try:
+                    piece.decode("utf-8")
+                except UnicodeDecodeError:
+                    return lineno
+    return max(lineno, 1)
+
+
+def text_lines(path: Path, error: type[Exception] = DatasetError) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) of a UTF-8 text file, read one line at a time as ``open(path)`` reads it
+    (universal newlines; each line keeps its end).
+
+    Raises:
+        error: the file cannot be opened, or holds bytes that are not UTF-8 (naming the file and that line).
+    """
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    with f:
+        try:
+            yield from enumerate(f, 1)
+        except UnicodeDecodeError:
+            raise error(f"{path}:{_first_non_utf8_line(path)}: not UTF-8 text") from None
+
+
+def read_text(path: Path, error: type[Exception] = DatasetError) -> str:
+    """The whole of a UTF-8 text file, as ``Path.read_text`` reads it (universal newlines).
+
+    Raises:
+        error: the file cannot be read, or holds bytes that are not UTF-8 (naming the file and that line).
+    """
+    return "".join(line for _, line in text_lines(path, error))
 
 
 @dataclass

@@ -17,6 +17,7 @@ dropped.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,15 @@ import h5py
 import numpy as np
 
 from ..utils.config import between, merge_defaults
+from ..utils.errors import UserError
 from ..utils.io import read_image
 from .image import resize_short_side, scale_points
 
 logger = logging.getLogger(__name__)
+
+
+class CorrespondenceFileError(UserError, ValueError):
+    """A correspondence ``.mat`` file is unreadable, not HDF5, or lacks or malforms a field; names the file."""
 
 
 @dataclass
@@ -43,8 +49,42 @@ class CorrespondenceSample:
     source: Path
 
 
-def _decode(ds) -> str:
-    return "".join(chr(int(c)) for c in np.asarray(ds).ravel())
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _field(path: Path, f: h5py.File, key: str, required: bool = True) -> np.ndarray | None:
+    """Dataset ``key`` of the open file as a numeric array; None for a missing optional one.
+
+    Raises:
+        CorrespondenceFileError: a required field missing, not a dataset, not numeric, or unreadable (a
+            corrupt file).
+    """
+    try:
+        if key not in f:
+            if required:
+                raise CorrespondenceFileError(f"{path}: no field {key!r}")
+            return None
+        ds = f[key]
+        if not isinstance(ds, h5py.Dataset):
+            raise CorrespondenceFileError(f"{path}: field {key!r} is not a dataset")
+        a = np.asarray(ds[()])
+    except CorrespondenceFileError:
+        raise
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:  # h5py's errors on a corrupt file
+        raise CorrespondenceFileError(f"{path}: cannot read field {key!r} ({_one_line(e)})") from None
+    if a.dtype.kind not in "biuf":
+        raise CorrespondenceFileError(f"{path}: field {key!r} is not numeric (dtype {a.dtype})")
+    return a
+
+
+def _decode(path: Path, key: str, codes: np.ndarray) -> str:
+    """MATLAB characters (integer codes) -> str."""
+    codes = codes.ravel()
+    if codes.size and not (np.isfinite(codes).all() and (codes == np.trunc(codes)).all()
+                           and codes.min() >= 0 and codes.max() <= sys.maxunicode):
+        raise CorrespondenceFileError(f"{path}: field {key!r} holds values that are not character codes")
+    return "".join(chr(int(c)) for c in codes)
 
 
 def read_correspondence_file(path: str | Path) -> dict:
@@ -54,19 +94,27 @@ def read_correspondence_file(path: str | Path) -> dict:
         dict with ``im_i_path``, ``im_j_path`` (str), ``pt_i``, ``pt_j`` ((N, 2) float64, x y), ``dist_from_center``
         ((N,) float64).
     Raises:
-        ValueError: the point arrays are not (N, 2) of equal length.
+        CorrespondenceFileError: (a ValueError) the file is missing, not HDF5 or corrupt; a field is missing,
+            not numeric or holds no character codes; the point arrays are not (N, 2) of equal length. The
+            message names the file.
     """
-    with h5py.File(path, "r") as f:
-        out = {"im_i_path": _decode(f["im_i_path"][()]), "im_j_path": _decode(f["im_j_path"][()])}
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, RuntimeError, ValueError) as e:  # missing, not HDF5, a truncated or corrupt superblock
+        raise CorrespondenceFileError(f"{path}: cannot open as an HDF5 (MATLAB v7.3) file ({_one_line(e)})") from None
+    with f:
+        out = {k: _decode(path, k, _field(path, f, k)) for k in ("im_i_path", "im_j_path")}
         for k in ("pt_i", "pt_j"):
-            a = np.asarray(f[k][()], dtype=np.float64)
+            a = _field(path, f, k).astype(np.float64)
             if a.ndim == 2 and a.shape[0] == 2 and a.shape[1] != 2:
                 a = a.T
             out[k] = a.reshape(-1, 2) if a.size == 0 else a
-        out["dist_from_center"] = (np.asarray(f["dist_from_center"][()], dtype=np.float64).ravel()
-                                   if "dist_from_center" in f else np.zeros(len(out["pt_i"])))
-    if out["pt_i"].ndim != 2 or out["pt_i"].shape[1] != 2 or out["pt_i"].shape != out["pt_j"].shape:
-        raise ValueError(f"{path}: bad point arrays {out['pt_i'].shape} / {out['pt_j'].shape}")
+        if out["pt_i"].ndim != 2 or out["pt_i"].shape[1] != 2 or out["pt_i"].shape != out["pt_j"].shape:
+            raise CorrespondenceFileError(f"{path}: bad point arrays {out['pt_i'].shape} / {out['pt_j'].shape}")
+        dist = _field(path, f, "dist_from_center", required=False)
+        out["dist_from_center"] = (dist.astype(np.float64).ravel() if dist is not None
+                                   else np.zeros(len(out["pt_i"])))
     return out
 
 
@@ -78,6 +126,7 @@ def load_samples(root: str | Path, slices: list[str] | None = None) -> list[Corr
         slices: optional slice folder names to keep (e.g. ``["slice1"]``).
     Raises:
         FileNotFoundError: no ``.mat`` file found.
+        CorrespondenceFileError: a malformed file (:func:`read_correspondence_file`).
     """
     root = Path(root)
     files = sorted(root.glob("*/correspondence_data/*.mat"))
