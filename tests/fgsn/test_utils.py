@@ -1,10 +1,12 @@
-"""The shared helpers of fgsn.utils: atomic writes, per-key generators, the registry."""
+"""The shared helpers of fgsn.utils: atomic writes, the metrics CSV of the trainers, per-key generators, the
+registry."""
 import zlib
 
 import numpy as np
 import pytest
 
 from fgsn.utils.io import atomic_path, write_text_atomic
+from fgsn.utils.logging import MetricsCSV
 from fgsn.utils.registry import import_object, lookup
 from fgsn.utils.seeding import keyed_rng
 
@@ -30,6 +32,35 @@ class TestAtomicPath:
 
     def test_write_text(self, tmp_path):
         assert write_text_atomic(tmp_path / "b.json", "{}").read_text() == "{}"
+
+
+class TestMetricsCSV:
+    def test_rows_and_header(self, tmp_path):
+        log = MetricsCSV(tmp_path / "m.csv", ["iteration", "loss"])
+        assert (tmp_path / "m.csv").read_text() == "iteration,loss\n" and log.rows == 0
+        log.write({"iteration": 1, "loss": 0.5, "extra": 3})
+        log.write({"iteration": 2})
+        assert (tmp_path / "m.csv").read_text() == "iteration,loss\n1,0.5\n2,\n" and log.rows == 2
+        again = MetricsCSV(tmp_path / "m.csv", ["other"])  # an existing file keeps its header and rows
+        assert again.fields == ["iteration", "loss"] and again.rows == 2
+
+    def test_fields_from_first_row(self, tmp_path):
+        log = MetricsCSV(tmp_path / "m.csv")
+        assert not (tmp_path / "m.csv").exists()
+        log.write({"b": 1, "a": 2})
+        log.write({"a": 4, "b": 3})
+        assert (tmp_path / "m.csv").read_text() == "b,a\n1,2\n3,4\n"
+
+    def test_truncate_to_checkpoint_drops_later_and_cut_rows(self, tmp_path):
+        p = tmp_path / "m.csv"
+        p.write_text("it\n1\n2\n3\n4")  # the last line cut by a kill
+        log = MetricsCSV(p)
+        assert log.rows == 3
+        assert log.truncate(2) == 1 and p.read_text() == "it\n1\n2\n" and log.rows == 2
+        log.write({"it": 3})
+        assert p.read_text() == "it\n1\n2\n3\n"
+        assert log.truncate(5) == 0 and p.read_text() == "it\n1\n2\n3\n"
+        assert log.truncate(0) == 3 and p.read_text() == "it\n" and not list(tmp_path.glob("*.tmp"))
 
 
 def test_keyed_rng_known_stream():
