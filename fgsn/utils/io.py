@@ -153,14 +153,16 @@ class H5GroupWriter:
 
     def commit(self, attrs: Mapping[str, Any] | None = None) -> Path:
         """Add the pending groups to ``path`` (replacing groups of the same name) and set the file attributes
-        ``attrs``, atomically; ``path`` is created when missing and left untouched when there is nothing to do."""
+        ``attrs`` (a value None deletes the attribute), atomically; ``path`` is created when missing and left
+        untouched when there is nothing to do."""
         import h5py
 
         parts = sorted(self.parts_dir.glob("*.h5")) if self.parts_dir.is_dir() else []
         attrs = dict(attrs or {})
         if not parts and self.path.exists():
             with h5py.File(self.path, "r") as f:
-                if all(k in f.attrs and np.array_equal(f.attrs[k], v) for k, v in attrs.items()):
+                if all(k not in f.attrs if v is None else k in f.attrs and np.array_equal(f.attrs[k], v)
+                       for k, v in attrs.items()):
                     self.discard()  # stale temporary files only
                     return self.path
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +177,10 @@ class H5GroupWriter:
                         if name in f:
                             del f[name]
                         src.copy(src[name], f, name=name)
-                f.attrs.update(attrs)
+                for k, v in attrs.items():
+                    if v is not None:
+                        f.attrs[k] = v
+                    elif k in f.attrs:
+                        del f.attrs[k]
         self.discard()
         return self.path
