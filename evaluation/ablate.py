@@ -32,6 +32,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from fgsn.utils.config import merge_config, save_config
+from fgsn.utils.io import write_text_atomic
 from fgsn.utils.logging import setup_logging
 from fgsn.utils.parallel import Engine, add_engine_arguments, engine_options
 from fgsn.utils.plotting import pyplot, save_figure
@@ -263,8 +264,8 @@ def main(conf, out_dir: Path, engine: Engine | None = None) -> dict:
                 ablation["methods"][method][name] = {"num_clusters": k, "eval": ev,
                                                      "inliers": inliers_per_condition(
                                                          read_results(run_dir / "results.jsonl"), raw)}
-    (out_dir / "ablation.json").write_text(json.dumps(ablation, indent=2))
-    (out_dir / "table.md").write_text(format_tables(ablation, conf.columns))
+    write_text_atomic(out_dir / "ablation.json", json.dumps(ablation, indent=2))
+    write_text_atomic(out_dir / "table.md", format_tables(ablation, conf.columns))
     plot_recall_vs_clusters(ablation, conf.columns, out_dir / "recall_vs_clusters.png")
     logger.info("Ablation tables:\n%s", (out_dir / "table.md").read_text())
     return ablation

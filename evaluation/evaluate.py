@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fgsn.utils.io import write_text_atomic
 from fgsn.utils.logging import setup_logging
 from fgsn.utils.plotting import pyplot, save_figure
 from localization.submission import is_failed_pose, read_results, read_submission
@@ -123,8 +124,8 @@ def main(dataset: SeasonsDataset, submission_path: Path, out_dir: Path, results_
         "groups": {g: _stats(n, errors, records) for g, n in sorted(groups.items())},
         "all": _stats([q.name for q in gt_queries], errors, records),
     }
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "eval.md").write_text(format_markdown(report, title=f"Evaluation of {submission_path}"))
+    write_text_atomic(out_dir / "eval.json", json.dumps(report, indent=2))
+    write_text_atomic(out_dir / "eval.md", format_markdown(report, title=f"Evaluation of {submission_path}"))
     plot_cumulative(errors, conditions, out_dir / "cumulative_errors.png", title=f"{submission_path}")
     a = report["all"]
     logger.info("All %d queries: recall %.1f / %.1f / %.1f %%", a["num_queries"], *a["recall"])

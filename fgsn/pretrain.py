@@ -7,12 +7,14 @@ SGD with a poly learning-rate schedule. The output checkpoint (``checkpoints/las
 valid ``init.checkpoint`` for ``train-fgsn`` (its classifier is replaced there).
 
 Outputs under ``output_dir``: ``config.yaml``, ``log.txt``, ``metrics.csv`` (training loss / pixel accuracy,
-validation pixel accuracy and mean IoU), ``checkpoints/last.pt``. ``--restore`` resumes from ``last.pt``.
+validation pixel accuracy and mean IoU), ``checkpoints/last.pt`` (saved at every validation and at the end).
+``--restore`` resumes from ``last.pt``; crops and dropout are seeded per iteration, so a resumed run, also one
+killed at any point, repeats an uninterrupted one (the ``metrics.csv`` rows logged after ``last.pt`` are dropped
+and logged again).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ from .train import freeze_batchnorm
 from .sliding import image_to_tensor
 from .utils.checkpoint import save_checkpoint
 from .utils.config import DEVICE, add_experiment_arguments, between, merge_defaults, run_experiment, save_config
-from .utils.logging import setup_logging
+from .utils.logging import MetricsCSV, setup_logging
 from .weights import load_state_dict_file, load_weights
 
 logger = logging.getLogger(__name__)
@@ -116,27 +118,30 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     it, last = 0, output_dir / "checkpoints" / "last.pt"
     metrics: dict = {}
+    run: list[list[float]] = []  # (loss, pixel accuracy) of the iterations since the last logged row
+    csv_log = MetricsCSV(output_dir / "metrics.csv", FIELDS)
     if restore and last.exists():
         ck = torch.load(last, map_location=dev, weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         it, metrics = ck["iteration"], ck["metrics"]
+        if "log_rows" in ck:  # rows logged after the checkpoint are logged again from here
+            csv_log.truncate(ck["log_rows"][csv_log.path.name])
+            run = [list(r) for r in ck["log_running"]]
         logger.info("Restored %s at iteration %d", last, it)
-    csv_path = output_dir / "metrics.csv"
-    if not csv_path.exists():
-        with open(csv_path, "w", newline="") as f:
-            csv.DictWriter(f, FIELDS).writeheader()
-
-    def log(row):
-        with open(csv_path, "a", newline="") as f:
-            csv.DictWriter(f, FIELDS).writerow({k: row.get(k, "") for k in FIELDS})
+    else:
+        if restore:
+            logger.warning("--restore: no checkpoint at %s, starting from scratch", last)
+        csv_log.truncate(0)  # a run from scratch starts its log afresh (also after a kill before the first checkpoint)
+    log = csv_log.write
 
     def save():
         ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it, "metrics": metrics,
-              "config": OmegaConf.to_container(conf, resolve=True)}
+              "config": OmegaConf.to_container(conf, resolve=True), "log_rows": {csv_log.path.name: csv_log.rows},
+              "log_running": run}
         save_checkpoint(ck, last)
 
-    t0, run = time.time(), []
+    t0 = time.time()
     try:
         while it < t.iterations:
             rng = np.random.default_rng([conf.seed, it])
@@ -156,7 +161,7 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             losses["total"].backward()
             opt.step()
             it += 1
-            run.append((float(losses["total"].detach()), float(m["pixel_acc"])))
+            run.append([float(losses["total"].detach()), float(m["pixel_acc"])])
             if it % t.log_interval == 0 or it == t.iterations:
                 a = np.mean(run, 0)
                 run = []

@@ -13,6 +13,11 @@ HDF5 schema of the output file (``labels-<name>.h5``):
 When the network runs at another resolution (``resize_short``), labels and confidences are resampled to the
 original size with nearest-neighbour interpolation. Images already in the file are skipped unless
 ``overwrite``. ``read_labels(path, name)`` reads one label map back.
+
+Kill-safe (:class:`fgsn.utils.io.H5GroupWriter`): each finished image is first written atomically to its own file
+in ``<out>.parts/``, and the run ends by adding those to the label file in one atomic replace (also after an
+error or Ctrl-C). A run killed at any point leaves the label file as it was and its finished images as parts,
+which the next run skips and adds; overlay PNGs are written atomically, before their image's labels.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import torch
 
 from .data.image import resize_short_side
 from .utils.config import DEVICE, between, merge_defaults
-from .utils.io import read_image
+from .utils.io import H5GroupWriter, atomic_path, read_image
 from .utils.logging import progress
 from .utils.parallel import Engine, add_engine_arguments, engine_options
 from .models import PSPNet
@@ -133,8 +138,8 @@ def _segment_batch(shared, batch: list[tuple[str, str]]) -> list[tuple[str, np.n
 
 def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: str | Path,
                    names: Sequence[str] | None = None, conf=None, overwrite: bool = False,
-                   overlay_dir: str | Path | None = None, engine=None) -> Path:
-    """Segment images into an HDF5 label file (schema in the module docstring); resumable.
+                   overlay_dir: str | Path | None = None, engine=None, attrs: dict | None = None) -> Path:
+    """Segment images into an HDF5 label file (schema in the module docstring); resumable, also after a kill.
 
     Args:
         model: a ``PSPNet`` (moved to ``conf.device``, set to eval mode).
@@ -148,6 +153,7 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
             worker, which runs torch with this process's thread count: CPU results depend on it, at pixels whose
             two best scores tie to float precision, so the labels equal a serial run's); this process alone
             writes each image as its batch completes. None: in this process.
+        attrs: more file attributes to set (e.g. ``checkpoint``).
     Returns:
         ``out_path``.
     """
@@ -161,10 +167,15 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
     model = model.to(dev).eval()
     K = model.num_classes
     dtype = np.uint8 if K <= 256 else np.uint16
+    writer = H5GroupWriter(out_path)
     done = set()
-    if out_path.exists() and not overwrite:
-        with h5py.File(out_path, "r") as f:
-            f.visititems(lambda n, o: done.add(n[:-len("/labels")]) if n.endswith("/labels") else None)
+    if overwrite:
+        writer.discard()
+    else:
+        done = set(writer.pending())  # finished by a killed run, not committed yet
+        if out_path.exists():
+            with h5py.File(out_path, "r") as f:
+                f.visititems(lambda n, o: done.add(n[:-len("/labels")]) if n.endswith("/labels") else None)
     todo = [(p, n) for p, n in zip(image_paths, names) if n not in done]
     logger.info("Segmenting %d images (%d already in %s)", len(todo), len(names) - len(todo), out_path)
     palette = _palette(K)
@@ -175,26 +186,25 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
                               (model.cpu(), conf, dtype, torch.get_num_threads()), batch_size=4)
     else:
         results = ((n, *_segment(model, p, conf, dtype)) for p, n in todo)
-    for name, lab, prob, img in progress(results, total=len(todo), desc="segment", unit="img", log=logger):
-        H, W = lab.shape
-        with h5py.File(out_path, "a") as f:
-            f.attrs["num_classes"] = K
-            f.attrs["patch"] = conf.patch
-            f.attrs["step"] = conf.step
-            if name in f:
-                del f[name]
-            g = f.create_group(name)
-            g.create_dataset("labels", data=lab, compression="gzip", compression_opts=4)
-            if conf.confidence:
-                g.create_dataset("confidence", data=prob.astype(np.float16), compression="gzip", compression_opts=4)
-            g.attrs["num_classes"] = K
-            g.attrs["image_size"] = (W, H)
-            g.attrs["resize_short"] = -1 if conf.resize_short is None else conf.resize_short
-        if overlay_dir is not None:
-            o = Path(overlay_dir) / (name.rsplit(".", 1)[0] + ".png")
-            o.parent.mkdir(parents=True, exist_ok=True)
-            over = (0.5 * img + 0.5 * palette[lab]).astype(np.uint8)
-            cv2.imwrite(str(o), cv2.cvtColor(over, cv2.COLOR_RGB2BGR))
+    try:
+        for name, lab, prob, img in progress(results, total=len(todo), desc="segment", unit="img", log=logger):
+            H, W = lab.shape
+            if overlay_dir is not None:  # before the labels: a resumed run skips the image
+                o = Path(overlay_dir) / (name.rsplit(".", 1)[0] + ".png")
+                o.parent.mkdir(parents=True, exist_ok=True)
+                over = (0.5 * img + 0.5 * palette[lab]).astype(np.uint8)
+                with atomic_path(o) as tmp:
+                    tmp.write_bytes(cv2.imencode(".png", cv2.cvtColor(over, cv2.COLOR_RGB2BGR))[1].tobytes())
+            with writer.group(name) as g:
+                g.create_dataset("labels", data=lab, compression="gzip", compression_opts=4)
+                if conf.confidence:
+                    g.create_dataset("confidence", data=prob.astype(np.float16), compression="gzip",
+                                     compression_opts=4)
+                g.attrs["num_classes"] = K
+                g.attrs["image_size"] = (W, H)
+                g.attrs["resize_short"] = -1 if conf.resize_short is None else conf.resize_short
+    finally:  # also on an error or Ctrl-C: the images done so far go into the file
+        writer.commit({"num_classes": K, "patch": conf.patch, "step": conf.step, **dict(attrs or {})})
     return out_path
 
 
@@ -238,11 +248,8 @@ def main(conf, checkpoint: str | Path, images, out_path: str | Path, overwrite: 
     model = PSPNet.from_checkpoint(checkpoint)
     paths, names = list_images(images)
     conf = merge_defaults(default_conf, dict(conf or {}), conf_checks, "segmentation configuration")
-    out = segment_images(model, paths, out_path, names=names, conf=conf, overwrite=overwrite, overlay_dir=overlay_dir,
-                         engine=engine)
-    with h5py.File(out, "a") as f:
-        f.attrs["checkpoint"] = str(checkpoint)
-    return out
+    return segment_images(model, paths, out_path, names=names, conf=conf, overwrite=overwrite,
+                          overlay_dir=overlay_dir, engine=engine, attrs={"checkpoint": str(checkpoint)})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

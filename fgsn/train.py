@@ -30,14 +30,15 @@ exactly like every later validation.
 
 Outputs under ``output_dir``: ``config.yaml``, ``log.txt``, ``metrics.csv`` (one row per logged event),
 ``labels/clusters-iterNNNNNN.h5`` (reference label maps of each clustering; needed to resume),
-``checkpoints/{last,best}.pt`` (model, optimizer, config, iteration, metrics, cluster state). ``--restore``
-resumes from ``last.pt``; the data and dropout randomness is seeded per iteration, so a resumed run repeats an
-uninterrupted one. Ctrl-C finishes the current iteration and saves ``last.pt``.
+``checkpoints/{last,best}.pt`` (model, optimizer, config, iteration, metrics, cluster state, the number of
+``metrics.csv`` rows). ``--restore`` resumes from ``last.pt``; the data and dropout randomness is seeded per
+iteration, so a resumed run repeats an uninterrupted one, also after a kill (every file is written atomically;
+the ``metrics.csv`` rows logged after ``last.pt`` are dropped and logged again, so each appears once). Ctrl-C
+finishes the current iteration and saves ``last.pt``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import time
 from pathlib import Path
@@ -59,8 +60,7 @@ from .sliding import image_to_tensor
 from .utils.config import DEVICE, add_experiment_arguments, between, merge_defaults, one_of, run_experiment, save_config
 from .utils.checkpoint import save_checkpoint
 from .utils.io import atomic_path
-from .utils.logging import eta
-from .utils.logging import setup_logging
+from .utils.logging import MetricsCSV, eta, setup_logging
 from .weights import load_state_dict_file, load_weights
 
 logger = logging.getLogger(__name__)
@@ -128,18 +128,6 @@ conf_checks = {  # utils.config.check_conf
 CSV_FIELDS = ["iteration", "event", "loss", "loss_class", "loss_corr", "lr", "val_loss_corr", "val_agreement",
               "val_kappa", "val_labels_used", "val_points", "cluster_agreement", "cluster_empty", "cluster_objective",
               "elapsed_s"]
-
-
-class _CSVLog:
-    def __init__(self, path: Path):
-        self.path = path
-        if not path.exists():
-            with open(path, "w", newline="") as f:
-                csv.DictWriter(f, CSV_FIELDS).writeheader()
-
-    def write(self, row: dict) -> None:
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
 
 
 def _to_tensor(img: np.ndarray, dev) -> torch.Tensor:
@@ -330,11 +318,13 @@ def _reset_momentum(optimizer: torch.optim.Optimizer, params) -> None:
         optimizer.state.pop(p, None)
 
 
-def _save(path: Path, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best) -> None:
+def _save(path: Path, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best,
+          log: MetricsCSV, running: dict) -> None:
     ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "config": OmegaConf.to_container(conf, resolve=True), "iteration": it, "metrics": metrics,
             "cluster_state": state.state_dict() if state is not None else {}, "cluster_iteration": cluster_it,
-            "labels_file": labels_file, "best": best}
+            "labels_file": labels_file, "best": best, "log_rows": {log.path.name: log.rows},
+            "log_running": running}
     save_checkpoint(ckpt, path)
 
 
@@ -371,7 +361,9 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
     it, state, cluster_it, labels_file, label_maps = 0, None, -1, None, None
     best = {"val_loss_corr": float("inf"), "iteration": -1}
     metrics: dict = {}
+    running: dict[str, list[float]] = {}  # training losses since the last logged row
     last = ckpt_dir / "last.pt"
+    log = MetricsCSV(output_dir / "metrics.csv", CSV_FIELDS)
     if restore and last.exists():
         ck = torch.load(last, map_location=dev, weights_only=True)
         model.load_state_dict(ck["model"])
@@ -381,12 +373,15 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
         if ck["cluster_state"]:
             state = ClusterState.from_state_dict(ck["cluster_state"])
             label_maps = read_label_maps(output_dir / labels_file)
+        if "log_rows" in ck:  # rows logged after the checkpoint are logged again from here
+            log.truncate(ck["log_rows"][log.path.name])
+            running = {k: list(v) for k, v in ck["log_running"].items()}
         logger.info("Restored %s at iteration %d", last, it)
-    elif restore:
-        logger.warning("--restore: no checkpoint at %s, starting from scratch", last)
-    log = _CSVLog(output_dir / "metrics.csv")
+    else:
+        if restore:
+            logger.warning("--restore: no checkpoint at %s, starting from scratch", last)
+        log.truncate(0)  # a run from scratch starts its log afresh (also after a kill before the first checkpoint)
     t0 = time.time()
-    running: dict[str, list[float]] = {}
 
     def do_validate(i: int, keep_best: bool = True) -> dict:
         nonlocal best
@@ -397,7 +392,8 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
                     m["val_loss_corr"], m["val_agreement"], m["val_kappa"], m["val_labels_used"], m["val_points"])
         if keep_best and m["val_loss_corr"] < best["val_loss_corr"]:
             best = {"val_loss_corr": m["val_loss_corr"], "iteration": i, "val_agreement": m["val_agreement"]}
-            _save(ckpt_dir / "best.pt", model, optimizer, conf, i, m, state, cluster_it, labels_file, best)
+            _save(ckpt_dir / "best.pt", model, optimizer, conf, i, m, state, cluster_it, labels_file, best, log,
+                  running)
         return m
 
     it_start = it  # this process's first iteration (a resumed run's rate is its own)
@@ -424,10 +420,11 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
                 cluster_it = it
                 if conf.train.best_per_clustering:  # ours: L_corr is measured against the current clustering
                     best = {"val_loss_corr": float("inf"), "iteration": -1}
-                _save(last, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best)
                 if it == 0:  # the untrained-start network's classifier, measured like every later validation
                     metrics.update({f"init_{k}": v for k, v in do_validate(0, keep_best=False).items()
                                     if k != "iteration"})
+                # after the iteration-0 validation: a run killed before this save clusters (and validates) again
+                _save(last, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best, log, running)
 
             rng = np.random.default_rng([conf.seed, it])
             torch.manual_seed(conf.seed * 1000003 + it)
@@ -473,10 +470,10 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             if it % t.val_interval == 0 or it == t.iterations:
                 metrics.update({f"last_{k}": v for k, v in do_validate(it).items() if k != "iteration"})
             if it % t.save_interval == 0 or it == t.iterations:
-                _save(last, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best)
+                _save(last, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best, log, running)
     except KeyboardInterrupt:
         logger.warning("Interrupted at iteration %d: saving %s", it, last)
-        _save(last, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best)
+        _save(last, model, optimizer, conf, it, metrics, state, cluster_it, labels_file, best, log, running)
         raise
     logger.info("Done: best validation L_corr %.4f at iteration %d", best["val_loss_corr"], best["iteration"])
     return ckpt_dir / "best.pt"

@@ -58,7 +58,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from fgsn.utils.config import between, one_of
-from fgsn.utils.io import atomic_path
+from fgsn.utils.io import H5GroupWriter, atomic_path
 from fgsn.utils.logging import progress
 from fgsn.utils.parallel import Engine
 from reconstruction import features as feature_step
@@ -345,8 +345,9 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
          output: Path, overwrite: bool = False, engine: Engine | None = None) -> Path:
     """Match every query's descriptors to the per-point descriptors of its map (the matching step).
 
-    Queries already in ``output`` are skipped unless ``overwrite``; each query's group is written before the
-    next query starts, so an interrupted run resumes where it stopped. Queries listed as failed in the feature
+    Queries already in ``output`` are skipped unless ``overwrite``; each query's group is written (atomically, to
+    a part file that the step's end adds to ``output``: :class:`fgsn.utils.io.H5GroupWriter`) before the next
+    query starts, so an interrupted or killed run resumes where it stopped. Queries listed as failed in the feature
     file (unreadable images, :func:`reconstruction.features.failed_images`) are skipped.
 
     Args:
@@ -368,10 +369,13 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
     output.parent.mkdir(parents=True, exist_ok=True)
     queries = list(queries)
     failed = feature_step.failed_images(feature_path, [k for k, _ in queries])
-    with h5py.File(output, "a") as f:
-        todo = [(k, m) for k, m in queries if (overwrite or k not in f) and k not in failed]
+    writer = H5GroupWriter(output)  # kill-safe, as the feature file
+    if overwrite:
+        writer.discard()
+    done = set() if overwrite else feature_step.keys_in(output, [k for k, _ in queries]) | set(writer.pending())
+    todo = [(k, m) for k, m in queries if k not in done and k not in failed]
     if not todo:
-        return output
+        return writer.commit()  # the queries of a killed run (or an empty file)
     missing = sorted({m for _, m in todo} - set(map_paths))
     if missing:
         raise KeyError(f"no map descriptor file for map(s) {missing}")
@@ -383,9 +387,12 @@ def main(conf, queries: Iterable[tuple[str, str]], feature_path: Path, map_paths
         for map_id in sorted({m for _, m in todo}):  # build the approximate indexes once, before the workers read them
             _map_index(str(map_paths[map_id]), conf_json)
     shared = (conf_json, str(feature_path), {m: str(p) for m, p in map_paths.items()})
-    for key, map_id, matches in progress(engine.imap(_match_batch, todo, shared, batch_size=16), total=len(todo),
-                                         desc="2D-3D matching", unit="query", log=logger):
-        feature_step.write_group(output, key, matches, {"map_id": map_id})
+    try:
+        for key, map_id, matches in progress(engine.imap(_match_batch, todo, shared, batch_size=16), total=len(todo),
+                                             desc="2D-3D matching", unit="query", log=logger):
+            feature_step.write_group(writer, key, matches, {"map_id": map_id})
+    finally:  # the queries done so far go into the file
+        writer.commit()
     _cached_index.cache_clear()  # the indexes are not needed after the step (a large map's is gigabytes)
     return output
 

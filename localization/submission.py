@@ -209,6 +209,7 @@ def is_failed_pose(cam_from_world: np.ndarray) -> bool:
 
 
 def write_failed_list(path: Path, failed: Iterable[str], reasons: dict[str, str]) -> Path:
-    """``name<TAB>reason`` per failed query."""
-    Path(path).write_text("".join(f"{n}\t{reasons.get(n, 'not localized')}\n" for n in failed))
+    """``name<TAB>reason`` per failed query (written atomically)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{n}\t{reasons.get(n, 'not localized')}\n" for n in failed))
     return Path(path)

@@ -14,7 +14,9 @@ relative to the dataset root, ``/`` creating nested groups), with
                                :func:`failed_images`
 
 Images already present are skipped unless ``overwrite``, so an interrupted run resumes where it stopped. Each
-image is written and flushed before the next starts: an error loses nothing already extracted. Images that
+image is written atomically to its own part file before the next starts, and the step ends by adding the parts
+to the file in one atomic replace (:class:`fgsn.utils.io.H5GroupWriter`): an error loses nothing already
+extracted, and a run killed at any point leaves the file complete and its finished images for the next run. Images that
 failed are not in the file, so every call tries them again (and drops them from ``failed_images`` once read).
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from fgsn.utils.config import between
-from fgsn.utils.io import ImageReadError, read_image
+from fgsn.utils.io import H5GroupWriter, ImageReadError, read_image
 from fgsn.utils.logging import progress
 from fgsn.utils.parallel import Engine
 
@@ -124,49 +126,54 @@ def main(conf, images: Iterable[tuple[str, Path]], feature_path: Path, overwrite
         ImageReadError: an unreadable image, when not ``skip_errors``; everything before it is kept.
     """
     feature_path = Path(feature_path)
-    feature_path.parent.mkdir(parents=True, exist_ok=True)
     images = list(images)
-    with h5py.File(feature_path, "a") as f:
-        todo = [(k, p) for k, p in images if overwrite or k not in f]
+    writer = H5GroupWriter(feature_path)
+    if overwrite:
+        writer.discard()
+    done = set() if overwrite else keys_in(feature_path, [k for k, _ in images]) | set(writer.pending())
+    todo = [(k, p) for k, p in images if k not in done]
     logger.info("SIFT: %d of %d images to extract into %s.", len(todo), len(images), feature_path)
     if not todo:
-        return feature_path
+        return writer.commit()  # the images of a killed run (or an empty file)
     failed = failed_images(feature_path)
     before = dict(failed)
     engine = engine or Engine()
     results = engine.imap(_extract_batch, todo, OmegaConf.to_container(OmegaConf.create(conf)), batch_size=8)
-    for key, feats, attrs in progress(results, total=len(todo), desc="SIFT", unit="img", log=logger):
-        if feats is None:
-            if not skip_errors:
-                raise ImageReadError(attrs)
-            logger.error("%s", attrs)
-            failed[key] = attrs
-            continue
-        failed.pop(key, None)
-        write_group(feature_path, key, feats, attrs)
-    if failed != before:
-        with h5py.File(feature_path, "a") as f:
-            if failed:
-                f.attrs["failed_images"] = json.dumps(failed, sort_keys=True)
-            elif "failed_images" in f.attrs:
-                del f.attrs["failed_images"]
+    try:
+        for key, feats, attrs in progress(results, total=len(todo), desc="SIFT", unit="img", log=logger):
+            if feats is None:
+                if not skip_errors:
+                    raise ImageReadError(attrs)
+                logger.error("%s", attrs)
+                failed[key] = attrs
+                continue
+            failed.pop(key, None)
+            write_group(writer, key, feats, attrs)
+    finally:  # the images done so far go into the file, also when one raised
+        writer.commit({} if failed == before else
+                      {"failed_images": json.dumps(failed, sort_keys=True) if failed else None})
     return feature_path
 
 
-def write_group(path: Path, name: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
-    """Write one group of a resumable per-image HDF5 file (replacing a group of that name), then close the file
-    so that it is on disk before the next image starts.
+def keys_in(path: Path, keys: Iterable[str]) -> set[str]:
+    """The ``keys`` that name a group of the HDF5 file ``path`` (none when it does not exist)."""
+    if not Path(path).exists():
+        return set()
+    with h5py.File(path, "r") as f:
+        return {k for k in keys if k in f}
+
+
+def write_group(writer: H5GroupWriter, name: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
+    """Write one group of a resumable per-image HDF5 file (:class:`fgsn.utils.io.H5GroupWriter`: atomically,
+    pending until the writer's commit; a group of that name is replaced).
 
     Args:
-        path: the HDF5 file (created or appended).
+        writer: the file's writer.
         name: group name (an image key; ``/`` creates nested groups).
         arrays: dataset name -> array, written in this order.
         attrs: group attributes.
     """
-    with h5py.File(path, "a") as f:
-        if name in f:
-            del f[name]
-        grp = f.create_group(name)
+    with writer.group(name) as grp:
         for k, v in arrays.items():
             grp.create_dataset(k, data=v)
         grp.attrs.update(attrs or {})

@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from fgsn.utils.config import between, one_of
+from fgsn.utils.io import H5GroupWriter
 
 from .records import DatasetError
 
@@ -137,9 +138,7 @@ def main(conf, images: Iterable[tuple[str, Path]], output: Path, overwrite: bool
         logger.info("Segmenting %d images with %s into %s.", len(todo), ckpt, output)
         model = PSPNet.from_checkpoint(ckpt)
         segment_images(model, [p for _, p in todo], output, names=[k for k, _ in todo], conf=dict(conf.segment),
-                       overwrite=overwrite, engine=engine)
-        with h5py.File(output, "a") as f:
-            f.attrs["checkpoint"] = str(ckpt)
+                       overwrite=overwrite, engine=engine, attrs={"checkpoint": str(ckpt)})
     return output
 
 
@@ -205,10 +204,11 @@ def labels_from_pngs(items: Sequence[tuple[str, Path]], out_path: Path, num_clas
         DatasetError: a PNG is missing, unreadable, not single-channel or has a label >= K (names the file).
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = set() if overwrite else _names_in(out_path)
-    with h5py.File(out_path, "a") as f:
-        f.attrs["num_classes"] = int(num_classes)
+    writer = H5GroupWriter(out_path)  # kill-safe, as fgsn.segment
+    if overwrite:
+        writer.discard()
+    done = set() if overwrite else _names_in(out_path) | set(writer.pending())
+    try:
         for key, png in items:
             if key in done:
                 continue
@@ -219,11 +219,11 @@ def labels_from_pngs(items: Sequence[tuple[str, Path]], out_path: Path, num_clas
                 raise DatasetError(f"{png}: label image must be single-channel, got shape {lab.shape}")
             if lab.max(initial=0) >= num_classes:
                 raise DatasetError(f"{png}: label {int(lab.max())} >= num_classes {num_classes}")
-            if key in f:
-                del f[key]
-            g = f.create_group(key)
-            g.create_dataset("labels", data=lab.astype(np.uint8 if num_classes <= 256 else np.uint16),
-                             compression="gzip", compression_opts=4)
-            g.attrs["num_classes"] = int(num_classes)
-            g.attrs["image_size"] = (lab.shape[1], lab.shape[0])
+            with writer.group(key) as g:
+                g.create_dataset("labels", data=lab.astype(np.uint8 if num_classes <= 256 else np.uint16),
+                                 compression="gzip", compression_opts=4)
+                g.attrs["num_classes"] = int(num_classes)
+                g.attrs["image_size"] = (lab.shape[1], lab.shape[0])
+    finally:  # the images done so far, also when a PNG is bad
+        writer.commit({"num_classes": int(num_classes)})
     return out_path

@@ -76,3 +76,45 @@ def test_ablation_end_to_end(semantic_demo, tmp_path):
     assert sorted(p.parent.name for p in pngs) == ["dusk", "night"] and all(p.stat().st_size > 10000 for p in pngs)
     with pytest.raises(ValueError, match="has no labels"):
         figures.main(ds, out / "p3p")
+
+
+def test_killed_and_resumed_ablation_matches_uninterrupted(semantic_demo, tmp_path):
+    """``fgsn-loc ablate`` killed with SIGKILL partway through its second run and started again (issue 13): the
+    same tables, numbers and submissions as an uninterrupted ablation; the finished baseline run is not touched
+    and the queries localized before the kill are kept, not localized again; no partial file is left."""
+    from omegaconf import OmegaConf
+
+    from tests.killing import assert_clean, cli, kill_when, run_cli
+
+    data, _, labels = semantic_demo
+    extra = {"root": str(data), "methods": ["ssmc"], "networks": [{"name": "exact", "labels": str(labels),
+                                                                   "num_clusters": 10}],
+             "localizer": {"ransac": {"num_iterations": 1000}}}
+    ref = tmp_path / "reference"
+    expected = ablate.main(merge_config(ablate.default_conf, extra=extra), ref)
+    OmegaConf.save(OmegaConf.create(extra), tmp_path / "ablate.yaml")
+    out = tmp_path / "killed"
+    command = cli("ablate", tmp_path / "ablate.yaml", "--out", out)
+    second = out / "exact" / "ssmc" / "results.jsonl"
+    kill_when(command, lambda: len(second.read_text().splitlines()) >= 2, tmp_path / "killed.log")
+    kept = [ln for ln in second.read_text().splitlines(keepends=True) if ln.endswith("\n")]
+    n = len(load_dataset("cmu", data).queries)
+    assert 2 <= len(kept) < n and not (out / "ablation.json").exists()
+    baseline_mtime = (out / "p3p" / "results.jsonl").stat().st_mtime_ns
+
+    run_cli(command, tmp_path / "resumed.log")
+
+    def untimed(x):  # every number but the wall-clock times
+        if isinstance(x, dict):
+            return {k: untimed(v) for k, v in x.items() if k != "median_time_s"}
+        return [untimed(v) for v in x] if isinstance(x, list) else x
+
+    assert untimed(json.loads((out / "ablation.json").read_text())) == untimed(json.loads(json.dumps(expected)))
+    assert (out / "table.md").read_text() == (ref / "table.md").read_text()
+    for run in ("p3p", "exact/ssmc"):
+        assert (out / run / "submission.txt").read_text() == (ref / run / "submission.txt").read_text(), run
+        names = [json.loads(ln)["name"] for ln in (out / run / "results.jsonl").read_text().splitlines()]
+        assert len(names) == len(set(names)) == n, run  # every query once
+    assert (out / "p3p" / "results.jsonl").stat().st_mtime_ns == baseline_mtime
+    assert second.read_text().splitlines(keepends=True)[:len(kept)] == kept
+    assert_clean(out)

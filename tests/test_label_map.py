@@ -112,3 +112,40 @@ def test_labelled_map_of_generated_street(semantic_demo, tmp_path):
     ground = np.isin(lmap.label, [1, 2, 8])
     assert ground.sum() > 20 and np.median(np.abs(lmap.xyz[ground, 2])) < 0.3
     assert (lmap.label == 0).mean() < 0.03, (lmap.label == 0).mean()
+
+
+def test_killed_and_resumed_label_map_matches_uninterrupted(semantic_demo, tmp_path):
+    """``fgsn-loc label-map`` killed with SIGKILL during its SIFT step and run again (issue 13): the same feature
+    file and labelled map as an uninterrupted run, the images extracted before the kill are not extracted again
+    (the log counts them as done), and no partial file is left."""
+    import re
+
+    from fgsn.utils.io import H5GroupWriter
+    from reconstruction import features as feature_step
+    from tests.killing import assert_clean, cli, kill_when, run_cli
+
+    data, _, labels = semantic_demo
+    ds = load_dataset("cmu", data)
+    overrides = ["semantics.source=labels", f"semantics.labels={labels}", "features.num_threads=1"]
+    ref = label_map.label_dataset(merge_config(label_map.cli_conf(), overrides=overrides), ds, tmp_path / "ref")
+    feats = feature_step.feature_filename(feature_step.default_conf)
+    out = tmp_path / "killed"
+    command = cli("label-map", "--dataset", "cmu", "--root", data, "--out", out, *overrides)
+    writer = H5GroupWriter(out / "cache" / feats)
+    kill_when(command, lambda: len(list(writer.parts_dir.glob("*.h5"))) >= 3, tmp_path / "killed.log")
+    done = writer.pending()
+    n = len(ds.database)
+    assert 3 <= len(done) < n and not (out / "cache" / feats).exists()
+
+    resumed = run_cli(command, tmp_path / "resumed.log")
+    assert re.search(rf"SIFT: {n - len(done)} of {n} images to extract", resumed)
+    with h5py.File(tmp_path / "ref" / "cache" / feats) as a, h5py.File(out / "cache" / feats) as b:
+        for r in ds.database:
+            for k in ("keypoints", "descriptors"):
+                np.testing.assert_array_equal(a[r.key][k][()], b[r.key][k][()])
+    (map_id, path), = ref.items()
+    a, b = LabelledMap.load(path), LabelledMap.load(out / path.name)
+    for k in ("xyz", "label", "confidence", "track_length", "d_min", "d_max", "view_dir", "view_spread", "cam_height"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    assert (out / path.name).with_suffix(".ply").is_file() and (out / path.name).with_suffix(".png").is_file()
+    assert_clean(out)

@@ -16,6 +16,7 @@ from fgsn.utils.io import ImageReadError
 from localization import localize
 from reconstruction import build_map, features, synthetic
 from reconstruction.datasets import load_dataset
+from tests.killing import assert_clean
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_OVERRIDES = ["trajectory.n_database=14", "trajectory.n_queries=4", "conditions=[dusk,night]",
@@ -84,6 +85,8 @@ def test_kill_and_resume_gives_same_submission(demo):
     assert resumed.read_text() == reference
     names = [json.loads(line)["name"] for line in results.read_text().splitlines()]
     assert sorted(names) == sorted(q.name for q in ds.queries)  # every query exactly once
+    assert_clean(out)  # no *.tmp left, the caches' HDF5 files open and read in full
+    assert_clean(root / "cache")
 
 
 def test_corrupt_query_image(demo, tmp_path):

@@ -12,8 +12,13 @@ Layout (glue-factory style): a plain dict, written with ``torch.save`` and read 
     iteration:  the number of optimisation steps done (``--restore`` resumes after it).
     metrics:    the latest logged / validation metrics, ``{name: float}``.
 
-plus keys of each trainer: ``fgsn.train`` ``cluster_state``, ``cluster_iteration``, ``labels_file``, ``best``;
-``localization.apr.train`` ``pose_stats``, ``map_ids``.
+    log_rows:   ``{CSV file name: data rows}`` of the run's metric files when the checkpoint was written
+                (:class:`fgsn.utils.logging.MetricsCSV`); ``--restore`` cuts each file back to it, so the rows logged
+                after the checkpoint, which the resumed run logs again, appear once. Absent in older checkpoints.
+
+plus keys of each trainer: ``fgsn.train`` ``cluster_state``, ``cluster_iteration``, ``labels_file``, ``best``,
+``log_running`` (training losses since the last logged row); ``fgsn.pretrain`` ``log_running``;
+``localization.apr.train`` ``pose_stats``, ``map_ids``, ``final`` (``metrics`` are the final test errors).
 """
 from __future__ import annotations
 

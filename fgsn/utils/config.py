@@ -205,10 +205,14 @@ def merge_config(
 
 
 def save_config(conf: DictConfig | Mapping[str, Any], path: str | Path) -> Path:
-    """Write a configuration as YAML (creating parent folders) and return the path."""
+    """Write a configuration as YAML, atomically (a resumed run reads it back), creating parent folders; returns
+    the path."""
+    from .io import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(conf if isinstance(conf, DictConfig) else OmegaConf.create(dict(conf)), path)
+    with atomic_path(path) as tmp:
+        OmegaConf.save(conf if isinstance(conf, DictConfig) else OmegaConf.create(dict(conf)), tmp)
     return path
 
 

@@ -1,8 +1,14 @@
-"""Logging set-up for command-line runs: one handler on the console, one log file beside the outputs."""
+"""Logging set-up for command-line runs: one handler on the console, one log file beside the outputs; the
+trainers' metric CSV files (:class:`MetricsCSV`)."""
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from pathlib import Path
+from typing import Any, Mapping
+
+from .io import write_text_atomic
 
 PACKAGES = ("fgsn", "localization", "reconstruction", "evaluation")
 _FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
@@ -87,3 +93,70 @@ def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it
             line()
     if done:
         line()
+
+
+class MetricsCSV:
+    """A trainer's append-only CSV of metric rows (``metrics.csv``), cut back to a checkpoint on ``--restore``.
+
+    Each row is appended and the file closed, so a killed run loses at most the line being written. A checkpoint
+    records :attr:`rows`; a resumed run calls :meth:`truncate` with that count, which drops the rows logged after
+    the checkpoint (the resumed run logs them again, so every row appears once) and a line cut by the kill.
+    The header is written atomically (:func:`fgsn.utils.io.write_text_atomic`) when the file is created; this
+    process must be the file's only writer.
+
+    Args:
+        path: the CSV file.
+        fields: column names (a row's missing keys are left empty, extra keys dropped); None: the keys of the
+            first row written. An existing file keeps its header.
+    """
+
+    def __init__(self, path: str | Path, fields: list[str] | None = None):
+        self.path = Path(path)
+        self.fields = list(fields) if fields is not None else None
+        lines = self._lines()
+        self._rows = max(len(lines) - 1, 0)
+        if lines:
+            self.fields = next(csv.reader(lines[:1]))
+        elif self.fields is not None:
+            self._write_header()
+        self._has_header = bool(lines) or self.fields is not None
+
+    def _lines(self) -> list[str]:
+        """The file's complete lines, header first (a last line without its newline, cut by a kill, is none)."""
+        if not self.path.exists():
+            return []
+        return [ln for ln in self.path.read_text().splitlines(keepends=True) if ln.endswith("\n")]
+
+    def _write_header(self) -> None:
+        buf = io.StringIO()
+        csv.writer(buf).writerow(self.fields)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path, buf.getvalue())
+
+    @property
+    def rows(self) -> int:
+        """The number of complete data rows in the file (what a checkpoint records)."""
+        return self._rows
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append one row (after the header, when the file has none yet)."""
+        if not self._has_header:
+            self.fields = list(row)
+            self._write_header()
+            self._has_header = True
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow({k: row.get(k, "") for k in self.fields})
+        self._rows += 1
+
+    def truncate(self, rows: int) -> int:
+        """Keep the header and the first ``rows`` complete data rows (rewritten atomically when that changes the
+        file); returns the number of complete rows dropped."""
+        if not self.path.exists():
+            return 0
+        text = self.path.read_text()
+        lines = [ln for ln in text.splitlines(keepends=True) if ln.endswith("\n")]
+        keep = lines[:rows + 1]
+        if "".join(keep) != text:
+            write_text_atomic(self.path, "".join(keep))
+        self._rows = max(len(keep) - 1, 0)
+        return len(lines) - len(keep)

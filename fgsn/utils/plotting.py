@@ -15,10 +15,14 @@ def pyplot():
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Lay out ``fig``, save it as ``path`` (parent folders created), close it and return the path."""
+    """Lay out ``fig``, save it as ``path`` (atomically, in the format of its suffix; parent folders created),
+    close it and return the path."""
+    from .io import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     pyplot().close(fig)
     return path

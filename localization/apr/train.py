@@ -15,13 +15,15 @@ position statistics as buffers), ``optimizer``, ``scheduler``, ``config`` (plain
 mean training rotation), ``map_ids``.
 
 Batches are drawn independently per iteration from a generator seeded by (seed, iteration), and augmentation
-by (seed, iteration, index), so a resumed run (``--restore``) sees the same batches as an uninterrupted one.
-Ctrl-C finishes the current iteration, saves a checkpoint and stops.
+by (seed, iteration, index), so a resumed run (``--restore``) sees the same batches as an uninterrupted one, also
+after a kill at any point: checkpoints and ``metrics.json`` are written atomically, and the ``metrics.csv`` /
+``eval.csv`` rows logged after the restored checkpoint are dropped and logged again (each appears once); a
+restored final checkpoint (``final``, written after the test evaluation) is not tested again. A run from scratch
+starts both CSV files afresh. Ctrl-C finishes the current iteration, saves a checkpoint and stops.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import time
@@ -34,7 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fgsn.utils.checkpoint import save_checkpoint
 from fgsn.utils.config import merge_config, save_config
-from fgsn.utils.logging import eta, setup_logging
+from fgsn.utils.io import write_text_atomic
+from fgsn.utils.logging import MetricsCSV, eta, setup_logging
 from reconstruction.geometry import pose_errors
 
 from .data import APRDataset, PoseRecord, PoseStats, mean_pose, read_split
@@ -185,12 +188,13 @@ def _evaluate_all(model, test_records, val_records, conf) -> dict[str, float]:
     return metrics
 
 
-def _checkpoint(model, optimizer, scheduler, conf, iteration, metrics, stats, map_ids) -> dict[str, Any]:
+def _checkpoint(model, optimizer, scheduler, conf, iteration, metrics, stats, map_ids,
+                logs: Sequence[MetricsCSV] = (), final: bool = False) -> dict[str, Any]:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "config": OmegaConf.to_container(conf, resolve=True), "iteration": int(iteration),
             "metrics": {k: float(v) for k, v in metrics.items()}, "pose_stats": stats.to_dict(),
-            "map_ids": list(map_ids)}
+            "map_ids": list(map_ids), "log_rows": {log.path.name: log.rows for log in logs}, "final": final}
 
 
 def _save(ckpt: dict, ckpt_dir: Path) -> Path:
@@ -199,15 +203,6 @@ def _save(ckpt: dict, ckpt_dir: Path) -> Path:
     save_checkpoint(ckpt, ckpt_dir / "checkpoint_last.pt")
     logger.info("Saved checkpoint %s.", path)
     return path
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
 
 
 def main(conf: DictConfig, restore: bool = False) -> Path:
@@ -250,7 +245,8 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
         raise ValueError(f"train.optimizer must be 'adam' or 'sgd', got {tc.optimizer!r}")
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
 
-    start = 0
+    start, metrics, tested = 0, {}, False  # tested: metrics are the final test errors (of a restored final checkpoint)
+    train_log, eval_log = MetricsCSV(out / "metrics.csv"), MetricsCSV(out / "eval.csv")
     if restore:
         last = ckpt_dir / "checkpoint_last.pt"
         if not last.is_file():
@@ -260,8 +256,15 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler"):
             scheduler.load_state_dict(ckpt["scheduler"])
-        start = int(ckpt["iteration"])
+        start, metrics, tested = int(ckpt["iteration"]), dict(ckpt["metrics"]), bool(ckpt.get("final", False))
+        for log in (train_log, eval_log):  # rows logged after the checkpoint are logged again from here
+            if log.path.name in ckpt.get("log_rows", {}):
+                log.truncate(ckpt["log_rows"][log.path.name])
         logger.info("Restored %s at iteration %d.", last, start)
+    else:  # a run from scratch starts its logs afresh (also after a kill before the first checkpoint)
+        train_log.truncate(0)
+        eval_log.truncate(0)
+    logs = (train_log, eval_log)
 
     window = max(conf.data.steps, 1)
     if window < model.window:
@@ -270,7 +273,6 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
     sampler = _IterationSampler(len(train_ds), tc.batch_size, start, tc.iterations, conf.seed)
     loader = torch.utils.data.DataLoader(_IterDataset(train_ds), batch_sampler=sampler, num_workers=tc.num_workers)
 
-    metrics: dict[str, float] = {}
     it = start
     t0 = time.time()
     model.train()
@@ -293,29 +295,30 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
                 row = {"iteration": it, "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.time() - t0, 2)}
                 row.update({f"loss/{k}": float(v.detach()) for k, v in losses.items()})
                 row.update({k: float(v) for k, v in batch_metrics.items()})
-                _append_csv(out / "metrics.csv", row)
+                train_log.write(row)
                 logger.info("[it %d / %d] %s, %s", it, tc.iterations, " ".join(
                     f"{k}={v:.4g}" for k, v in row.items() if k not in ("iteration",)),
                     eta(time.time() - t0, it - start, tc.iterations - start))
             if tc.eval_every > 0 and it % tc.eval_every == 0 and it < tc.iterations:
                 metrics = _evaluate_all(model, test_records, val_records, conf)
-                _append_csv(out / "eval.csv", {"iteration": it, **metrics})
+                eval_log.write({"iteration": it, **metrics})
                 logger.info("[it %d] test: %s", it, metrics)
             if tc.save_every > 0 and it % tc.save_every == 0 and it < tc.iterations:
-                _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids), ckpt_dir)
+                _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids, logs), ckpt_dir)
     except KeyboardInterrupt:
         logger.warning("Interrupted: saving iteration %d and stopping.", it)
-        _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids), ckpt_dir)
+        _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids, logs), ckpt_dir)
         return out
 
-    metrics = _evaluate_all(model, test_records, val_records, conf)
-    _append_csv(out / "eval.csv", {"iteration": it, **metrics})
+    if not (tested and it == start):  # a restored final checkpoint holds the test errors already
+        metrics = _evaluate_all(model, test_records, val_records, conf)
+        eval_log.write({"iteration": it, **metrics})
+        _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids, logs, final=True), ckpt_dir)
     p0, q0 = mean_pose(train_records)
     baseline = quick_errors(np.tile(p0, (len(test_records), 1)), np.tile(q0, (len(test_records), 1)), test_records)
     if val_records:
         vb = quick_errors(np.tile(p0, (len(val_records), 1)), np.tile(q0, (len(val_records), 1)), val_records)
         baseline.update({f"val_{k}": v for k, v in vb.items()})
-    _save(_checkpoint(model, optimizer, scheduler, conf, it, metrics, stats, map_ids), ckpt_dir)
     per_condition = {}
     for seq in sorted({r.sequence for r in test_records}):
         recs = [r for r in test_records if r.sequence == seq]
@@ -325,7 +328,7 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
     summary = {"iteration": it, "test": metrics, "mean_pose_baseline": baseline, "test_per_sequence": per_condition,
                "train_images": len(train_records), "val_images": len(val_records), "test_images": len(test_records),
                "train_time_s": round(time.time() - t0, 1)}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     logger.info("Test: median %.3f m / %.2f deg (mean-pose baseline: %.3f m / %.2f deg).", metrics["median_t_m"],
                 metrics["median_R_deg"], baseline["median_t_m"], baseline["median_R_deg"])
     return out

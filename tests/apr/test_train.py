@@ -241,3 +241,54 @@ def test_every_preset_builds_its_model(preset):
     model = get_model(conf.model.name)(conf.model)
     assert sum(p.numel() for p in model.parameters()) > 0
     assert conf.data.crop_size[0] <= conf.data.image_size
+
+
+def test_killed_and_restored_run_matches_uninterrupted(tmp_path, seven_scenes):
+    """``fgsn-loc train-apr --restore`` after a SIGKILL partway (issue 13): the same final weights, test errors
+    and CSV rows as an uninterrupted run (CPU, one thread, batches seeded per iteration: training repeats
+    exactly); the resumed run starts at the last checkpoint, leaves the checkpoints and rows written before it
+    untouched, and logs every later row once."""
+    import csv
+
+    from tests.killing import assert_clean, cli, kill_when, run_cli
+
+    root, _ = seven_scenes
+    overrides = ["model.name=posenet", "experiment=posenet", "data.format=7scenes", f"data.root={root}",
+                 "data.image_size=36", "data.crop_size=[32,32]", "model.backbone.depth=10",
+                 "model.backbone.base_width=8", "model.feat_dim=16", "model.aux_dim=8", "model.dropout=0.0",
+                 "train.batch_size=4", "train.iterations=8", "train.log_every=1", "train.save_every=2",
+                 "train.eval_every=3", "train.lr=1e-3"]
+    ref, out = tmp_path / "reference" / "posenet", tmp_path / "killed" / "posenet"
+    run_cli(cli("train-apr", *overrides, f"output_root={ref.parent}"), tmp_path / "reference.log")
+
+    def rows(path, skip=("time_s",)):
+        return [{k: v for k, v in r.items() if k not in skip} for r in csv.DictReader(open(path))]
+
+    killed = cli("train-apr", *overrides, f"output_root={out.parent}")
+    kill_when(killed, lambda: len(rows(out / "metrics.csv")) >= 3, tmp_path / "killed.log")
+    saved = torch.load(out / "checkpoints" / "checkpoint_last.pt", weights_only=True)
+    assert saved["iteration"] in (2, 4) and not saved["final"]
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("checkpoint_0*.pt")}
+    killed_lines = (out / "metrics.csv").read_text().splitlines(keepends=True)
+
+    resumed = run_cli(killed + ["--restore"], tmp_path / "resumed.log")
+    assert f"at iteration {saved['iteration']}." in resumed
+    a = torch.load(ref / "checkpoints" / "checkpoint_last.pt", weights_only=True)
+    b = torch.load(out / "checkpoints" / "checkpoint_last.pt", weights_only=True)
+    assert a["iteration"] == b["iteration"] == 8 and b["final"] and a["metrics"] == b["metrics"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert rows(out / "metrics.csv") == rows(ref / "metrics.csv")  # each iteration once, same values
+    assert rows(out / "eval.csv") == rows(ref / "eval.csv") and len(rows(ref / "eval.csv")) == 3  # it 3, 6, 8
+    kept = saved["log_rows"]["metrics.csv"] + 1  # the header and the rows up to the checkpoint: not redone
+    assert (out / "metrics.csv").read_text().splitlines(keepends=True)[:kept] == killed_lines[:kept]
+    assert {n: (out / "checkpoints" / n).stat().st_mtime_ns for n in before} == before
+    ja, jb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
+    assert ja["test"] == jb["test"] and ja["test_per_sequence"] == jb["test_per_sequence"]
+    # a kill after the final checkpoint: --restore neither trains nor tests again, and writes metrics.json
+    (out / "metrics.json").unlink()
+    again = run_cli(killed + ["--restore"], tmp_path / "again.log")
+    assert "at iteration 8." in again and "[it " not in again
+    assert rows(out / "eval.csv") == rows(ref / "eval.csv")
+    assert json.loads((out / "metrics.json").read_text())["test"] == ja["test"]
+    assert_clean(out)

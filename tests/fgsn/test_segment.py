@@ -1,4 +1,4 @@
-"""Segmentation to HDF5: schema, resolution, resume (skip existing), overwrite, overlays."""
+"""Segmentation to HDF5: schema, resolution, resume (skip existing), overwrite, overlays, kill and resume."""
 import cv2
 import h5py
 import numpy as np
@@ -85,3 +85,49 @@ def test_main_with_folder_and_list(model, images, tmp_path):
     assert names == ["imgs/im1.jpg", "imgs/sub/im2.jpg"] and all(p.is_file() for p in ps)
     assert (read_labels(out, "im1.jpg") == read_labels(main(CONF, ck, tmp_path / "list.txt", tmp_path / "g.h5"),
                                                        "imgs/im1.jpg")).all()
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(model, tmp_path):
+    """``fgsn-loc segment`` killed with SIGKILL partway and run again (issue 13): the label file equals an
+    uninterrupted run's, the images finished before the kill are not segmented again (their overlays keep their
+    modification times; the log counts them as done), and no partial file is left."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from fgsn.utils.io import H5GroupWriter
+    from tests.killing import assert_clean, cli, kill_when, run_cli
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(16):
+        cv2.imwrite(str(tmp_path / "imgs" / f"im{i:02d}.jpg"), rng.integers(0, 255, (60, 80, 3)).astype(np.uint8))
+    ck = tmp_path / "ck.pt"
+    torch.save({"model": model.state_dict(), "config": {"model": OmegaConf.to_container(model.conf)}}, ck)
+    overrides = ["resize_short=48", "patch=48", "step=32", "confidence=true", "device=cpu"]
+
+    def command(name):
+        return cli("segment", "--checkpoint", ck, "--images", tmp_path / "imgs", "--out", tmp_path / f"{name}.h5",
+                   "--overlay-dir", tmp_path / f"{name}-overlays", *overrides)
+
+    run_cli(command("reference"), tmp_path / "reference.log")
+    out, writer = tmp_path / "killed.h5", H5GroupWriter(tmp_path / "killed.h5")
+    kill_when(command("killed"), lambda: len(list(writer.parts_dir.glob("*.h5"))) >= 3, tmp_path / "killed.log")
+    done = writer.pending()
+    assert 3 <= len(done) < 16 and not out.exists()  # the file appears at the end of the run: complete
+    overlays = {n: (tmp_path / "killed-overlays" / n.replace(".jpg", ".png")).stat().st_mtime_ns for n in done}
+
+    resumed = run_cli(command("killed"), tmp_path / "resumed.log")
+    assert re.search(rf"Segmenting {16 - len(done)} images \({len(done)} already in ", resumed)
+    assert {n: (tmp_path / "killed-overlays" / n.replace(".jpg", ".png")).stat().st_mtime_ns for n in done} == overlays
+    assert list_names(out) == list_names(tmp_path / "reference.h5") == [f"im{i:02d}.jpg" for i in range(16)]
+    with h5py.File(tmp_path / "reference.h5") as a, h5py.File(out) as b:
+        assert dict(a.attrs) == {**dict(b.attrs), "checkpoint": a.attrs["checkpoint"]}
+        for n in list_names(out):
+            for k in ("labels", "confidence"):
+                assert np.array_equal(a[n][k][()], b[n][k][()]), (n, k)
+            assert dict(a[n].attrs).keys() == dict(b[n].attrs).keys()
+    for p in (tmp_path / "killed-overlays").glob("*.png"):
+        assert cv2.imread(str(p)) is not None, p
+    assert not writer.parts_dir.exists()
+    assert_clean(tmp_path)

@@ -1,10 +1,14 @@
-"""The shared helpers of fgsn.utils: atomic writes, per-key generators, the registry."""
+"""The shared helpers of fgsn.utils: atomic writes, kill-safe HDF5 groups, the metrics CSV of the trainers,
+per-key generators, the registry."""
 import zlib
 
 import numpy as np
 import pytest
 
-from fgsn.utils.io import atomic_path, write_text_atomic
+import h5py
+
+from fgsn.utils.io import H5GroupWriter, atomic_path, write_text_atomic
+from fgsn.utils.logging import MetricsCSV
 from fgsn.utils.registry import import_object, lookup
 from fgsn.utils.seeding import keyed_rng
 
@@ -30,6 +34,99 @@ class TestAtomicPath:
 
     def test_write_text(self, tmp_path):
         assert write_text_atomic(tmp_path / "b.json", "{}").read_text() == "{}"
+
+
+class TestH5GroupWriter:
+    def test_pending_until_commit(self, tmp_path):
+        out = tmp_path / "l.h5"
+        w = H5GroupWriter(out)
+        with w.group("a/b.jpg") as g:
+            g.create_dataset("labels", data=np.arange(3))
+            g.attrs["k"] = 2
+        with w.group("c.jpg") as g:
+            g.create_dataset("labels", data=np.zeros(2))
+        assert not out.exists() and sorted(w.pending()) == ["a/b.jpg", "c.jpg"]
+        assert sorted(H5GroupWriter(out).pending()) == ["a/b.jpg", "c.jpg"]  # seen by the next run's writer
+        w.commit({"num_classes": 4})
+        with h5py.File(out) as f:
+            assert f["a/b.jpg/labels"][()].tolist() == [0, 1, 2] and f["a/b.jpg"].attrs["k"] == 2
+            assert "c.jpg/labels" in f and f.attrs["num_classes"] == 4
+        assert w.pending() == [] and not w.parts_dir.exists()
+
+    def test_replaces_groups_and_keeps_the_others(self, tmp_path):
+        out = tmp_path / "l.h5"
+        w = H5GroupWriter(out)
+        for name, v in (("a", 1), ("b", 2)):
+            with w.group(name) as g:
+                g.create_dataset("labels", data=[v])
+        w.commit()
+        with w.group("a") as g:
+            g.create_dataset("labels", data=[5])
+        with w.group("a") as g:  # a pending group written again replaces the first
+            g.create_dataset("labels", data=[7])
+        assert w.pending() == ["a"]
+        w.commit()
+        with h5py.File(out) as f:
+            assert f["a/labels"][()].tolist() == [7] and f["b/labels"][()].tolist() == [2]
+
+    def test_failed_group_and_killed_commit_leave_nothing_behind(self, tmp_path):
+        out = tmp_path / "l.h5"
+        w = H5GroupWriter(out)
+        with pytest.raises(RuntimeError):
+            with w.group("a") as g:
+                g.create_dataset("labels", data=[1])
+                raise RuntimeError("bad image")
+        assert w.pending() == []
+        with w.group("b") as g:
+            g.create_dataset("labels", data=[2])
+        (tmp_path / "l.h5.tmp").write_bytes(b"partial")  # a commit killed midway
+        (w.parts_dir / "0123.h5.tmp").write_bytes(b"partial")  # a group killed midway
+        w.commit()
+        with h5py.File(out) as f:
+            assert list(f) == ["b"]
+        assert not list(tmp_path.rglob("*.tmp")) and not w.parts_dir.exists()
+
+    def test_commit_without_changes_leaves_the_file_untouched(self, tmp_path):
+        out = tmp_path / "l.h5"
+        w = H5GroupWriter(out)
+        with w.group("a") as g:
+            g.create_dataset("labels", data=[1])
+        w.commit({"num_classes": 3})
+        mtime = out.stat().st_mtime_ns
+        w.commit({"num_classes": 3})
+        assert out.stat().st_mtime_ns == mtime
+        w.commit({"checkpoint": "x.pt"})
+        with h5py.File(out) as f:
+            assert f.attrs["checkpoint"] == "x.pt" and f.attrs["num_classes"] == 3 and list(f) == ["a"]
+
+
+class TestMetricsCSV:
+    def test_rows_and_header(self, tmp_path):
+        log = MetricsCSV(tmp_path / "m.csv", ["iteration", "loss"])
+        assert (tmp_path / "m.csv").read_text() == "iteration,loss\n" and log.rows == 0
+        log.write({"iteration": 1, "loss": 0.5, "extra": 3})
+        log.write({"iteration": 2})
+        assert (tmp_path / "m.csv").read_text() == "iteration,loss\n1,0.5\n2,\n" and log.rows == 2
+        again = MetricsCSV(tmp_path / "m.csv", ["other"])  # an existing file keeps its header and rows
+        assert again.fields == ["iteration", "loss"] and again.rows == 2
+
+    def test_fields_from_first_row(self, tmp_path):
+        log = MetricsCSV(tmp_path / "m.csv")
+        assert not (tmp_path / "m.csv").exists()
+        log.write({"b": 1, "a": 2})
+        log.write({"a": 4, "b": 3})
+        assert (tmp_path / "m.csv").read_text() == "b,a\n1,2\n3,4\n"
+
+    def test_truncate_to_checkpoint_drops_later_and_cut_rows(self, tmp_path):
+        p = tmp_path / "m.csv"
+        p.write_text("it\n1\n2\n3\n4")  # the last line cut by a kill
+        log = MetricsCSV(p)
+        assert log.rows == 3
+        assert log.truncate(2) == 1 and p.read_text() == "it\n1\n2\n" and log.rows == 2
+        log.write({"it": 3})
+        assert p.read_text() == "it\n1\n2\n3\n"
+        assert log.truncate(5) == 0 and p.read_text() == "it\n1\n2\n3\n"
+        assert log.truncate(0) == 3 and p.read_text() == "it\n" and not list(tmp_path.glob("*.tmp"))
 
 
 def test_keyed_rng_known_stream():
