@@ -136,6 +136,14 @@ def _check(values: Mapping, defaults: Mapping, checks: Mapping, source: str, pre
             raise ConfigError(f"{source}: {name}={value!r} is invalid: expected {check.expected}")
 
 
+def _struct(default_conf: Mapping[str, Any] | DictConfig) -> DictConfig:
+    """A fresh copy of the defaults in struct mode (merging an unknown key into it raises)."""
+    conf = OmegaConf.create(default_conf if not isinstance(default_conf, DictConfig)
+                            else OmegaConf.to_container(default_conf))
+    OmegaConf.set_struct(conf, True)
+    return conf
+
+
 def merge_defaults(default_conf: Mapping[str, Any] | DictConfig, conf: Mapping | DictConfig | None = None,
                    checks: Mapping | None = None, source: str = "configuration") -> DictConfig:
     """``default_conf`` merged with ``conf`` in struct mode (unknown keys rejected) and checked (:func:`check_conf`):
@@ -144,11 +152,8 @@ def merge_defaults(default_conf: Mapping[str, Any] | DictConfig, conf: Mapping |
     Raises:
         ConfigError: an unknown key or a wrong value, naming it.
     """
-    base = OmegaConf.create(default_conf if not isinstance(default_conf, DictConfig)
-                            else OmegaConf.to_container(default_conf))
-    OmegaConf.set_struct(base, True)
     try:
-        merged = OmegaConf.merge(base, conf if conf is not None else {})
+        merged = OmegaConf.merge(_struct(default_conf), conf if conf is not None else {})
     except Exception as e:  # omegaconf raises ConfigKeyError / ValidationError subclasses
         raise ConfigError(f"invalid {source}: {e}") from None
     check_conf(merged, default_conf, checks, source)
@@ -178,8 +183,7 @@ def merge_config(
             wrong (names the key, the value and what was expected), or an override is not ``key=value`` (a
             ``ValueError``).
     """
-    conf = OmegaConf.create(default_conf if not isinstance(default_conf, DictConfig) else OmegaConf.to_container(default_conf))
-    OmegaConf.set_struct(conf, True)
+    conf = _struct(default_conf)
     sources: list[tuple[str, Any]] = []
     if yaml_path is not None:
         yaml_path = Path(yaml_path)
