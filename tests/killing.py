@@ -99,3 +99,55 @@ def assert_clean(root: Path) -> None:
     for path in Path(root).rglob("*.h5"):
         with h5py.File(path, "r") as f:
             f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
+
+
+def kill_experiment(command: Callable[..., list[str]], tmp_path: Path, experiment: str, train_rows: int = 3) -> dict:
+    """The first half of the trainers' kill test (``train-fgsn``, ``pretrain-seg``): an uninterrupted reference run
+    under ``tmp_path / "reference"``, then a run under ``tmp_path / "killed"`` SIGKILLed once its ``metrics.csv``
+    holds ``train_rows`` training rows. ``command(output_root, *flags)`` gives the command line. Returns ``ref`` /
+    ``out`` (the two experiment folders), ``saved`` (the killed run's last checkpoint) and ``killed_lines`` (its
+    metrics.csv lines); :func:`restore_experiment` is the second half."""
+    import csv
+
+    import torch
+
+    ref, out = tmp_path / "reference" / experiment, tmp_path / "killed" / experiment
+    run_cli(command(tmp_path / "reference"), tmp_path / "reference.log")
+
+    def rows():
+        return [r for r in csv.DictReader(open(out / "metrics.csv")) if r["event"] == "train"]
+
+    kill_when(command(tmp_path / "killed"), lambda: len(rows()) >= train_rows, tmp_path / "killed.log")
+    return {"ref": ref, "out": out, "saved": torch.load(out / "checkpoints" / "last.pt", weights_only=True),
+            "killed_lines": (out / "metrics.csv").read_text().splitlines(keepends=True)}
+
+
+def restore_experiment(command: Callable[..., list[str]], tmp_path: Path, saved: dict) -> str:
+    """Run the killed experiment of :func:`kill_experiment` again with ``--restore``; it must start from the
+    checkpoint ``saved``. Returns its output."""
+    resumed = run_cli(command(tmp_path / "killed", "--restore"), tmp_path / "resumed.log")
+    assert restored_iteration(resumed) == saved["iteration"]
+    return resumed
+
+
+def assert_same_training(ref: Path, out: Path, saved: dict, killed_lines: list[str]) -> None:
+    """The restored experiment ``out`` ended as the reference ``ref``: the same last.pt weights and metrics, every
+    metrics.csv row once with the same values (wall-clock time aside), and the rows logged before the killed run's
+    checkpoint ``saved`` kept byte for byte (not redone); nothing partial left."""
+    import csv
+
+    import torch
+
+    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert b["iteration"] == a["iteration"] and b["metrics"] == a["metrics"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+    def rows(path):  # every column but the wall-clock time
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in csv.DictReader(open(path))]
+
+    assert rows(out / "metrics.csv") == rows(ref / "metrics.csv")
+    kept = saved["log_rows"]["metrics.csv"] + 1  # the header and the rows up to the checkpoint
+    assert (out / "metrics.csv").read_text().splitlines(keepends=True)[:kept] == killed_lines[:kept]
+    assert_clean(out)

@@ -50,9 +50,7 @@ def test_killed_and_restored_run_matches_uninterrupted(tmp_path, camvid_tiny):
     an uninterrupted run (CPU, one thread, crops and dropout seeded per iteration: training repeats exactly); the
     resumed run starts at the last checkpoint (saved at each validation), keeps the rows logged before it and logs
     every later row once."""
-    import csv
-
-    from tests.killing import assert_clean, cli, kill_when, restored_iteration, run_cli
+    from tests.killing import assert_same_training, cli, kill_experiment, restore_experiment
 
     conf = _conf(camvid_tiny, iterations=6, val_interval=2)
     conf.model.feature_dim = 32
@@ -61,29 +59,8 @@ def test_killed_and_restored_run_matches_uninterrupted(tmp_path, camvid_tiny):
     def command(root, *flags):
         return cli("pretrain-seg", tmp_path / "tiny.yaml", "--output-root", root, *flags)
 
-    ref, out = tmp_path / "reference" / conf.experiment, tmp_path / "killed" / conf.experiment
-    run_cli(command(tmp_path / "reference"), tmp_path / "reference.log")
-
-    def train_rows():
-        return [r for r in csv.DictReader(open(out / "metrics.csv")) if r["event"] == "train"]
-
-    kill_when(command(tmp_path / "killed"), lambda: len(train_rows()) >= 3, tmp_path / "killed.log")
-    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    killed_lines = (out / "metrics.csv").read_text().splitlines(keepends=True)
-    assert saved["iteration"] in (2, 4)
-
-    resumed = run_cli(command(tmp_path / "killed", "--restore"), tmp_path / "resumed.log")
-    assert restored_iteration(resumed) == saved["iteration"]
-    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert a["iteration"] == b["iteration"] == 6 and a["metrics"] == b["metrics"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-
-    def rows(path):  # every column but the wall-clock time
-        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in csv.DictReader(open(path))]
-
-    assert rows(out / "metrics.csv") == rows(ref / "metrics.csv")  # each row once, same values
-    kept = saved["log_rows"]["metrics.csv"] + 1  # the header and the rows up to the checkpoint: not redone
-    assert (out / "metrics.csv").read_text().splitlines(keepends=True)[:kept] == killed_lines[:kept]
-    assert_clean(out)
+    run = kill_experiment(command, tmp_path, conf.experiment)
+    assert run["saved"]["iteration"] in (2, 4)
+    restore_experiment(command, tmp_path, run["saved"])
+    assert torch.load(run["out"] / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 6
+    assert_same_training(**run)

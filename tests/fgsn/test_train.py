@@ -115,7 +115,7 @@ def test_killed_and_restored_run_matches_uninterrupted(tiny_corr_root, tmp_path)
     before that checkpoint, and logs every later row once."""
     from omegaconf import OmegaConf
 
-    from tests.killing import assert_clean, cli, kill_when, restored_iteration, run_cli
+    from tests.killing import assert_same_training, cli, kill_experiment, restore_experiment
 
     conf = _conf(tiny_corr_root, **{"train.iterations": 6, "train.save_interval": 2, "train.val_interval": 6,
                                     "train.num_threads": 1, "model.feature_dim": 32})
@@ -124,35 +124,14 @@ def test_killed_and_restored_run_matches_uninterrupted(tiny_corr_root, tmp_path)
     def command(root, *flags):
         return cli("train-fgsn", tmp_path / "tiny.yaml", "--output-root", root, *flags)
 
-    ref, out = tmp_path / "reference" / conf.experiment, tmp_path / "killed" / conf.experiment
-    run_cli(command(tmp_path / "reference"), tmp_path / "reference.log")
-
-    def train_rows():
-        return [r for r in csv.DictReader(open(out / "metrics.csv")) if r["event"] == "train"]
-
-    kill_when(command(tmp_path / "killed"), lambda: len(train_rows()) >= 3, tmp_path / "killed.log")
-    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    killed_lines = (out / "metrics.csv").read_text().splitlines(keepends=True)
+    run = kill_experiment(command, tmp_path, conf.experiment)
+    ref, out = run["ref"], run["out"]
     labels_mtime = (out / "labels" / "clusters-iter000000.h5").stat().st_mtime_ns
-    assert 2 <= saved["iteration"] < 6
-
-    resumed = run_cli(command(tmp_path / "killed", "--restore"), tmp_path / "resumed.log")
-    assert restored_iteration(resumed) == saved["iteration"]
-    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert b["iteration"] == 6
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    assert b["metrics"] == a["metrics"]
+    assert 2 <= run["saved"]["iteration"] < 6
+    restore_experiment(command, tmp_path, run["saved"])
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 6
+    assert_same_training(**run)  # weights, metrics, metrics.csv rows once, the rows before the checkpoint kept, clean
     best_a = torch.load(ref / "checkpoints" / "best.pt", weights_only=True)
     best_b = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     assert best_b["best"] == best_a["best"] and best_b["iteration"] == best_a["iteration"]
-
-    def rows(path):  # every column but the wall-clock time
-        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in csv.DictReader(open(path))]
-
-    assert rows(out / "metrics.csv") == rows(ref / "metrics.csv")  # each event once, same values
-    kept = saved["log_rows"]["metrics.csv"] + 1  # the header and the rows up to the checkpoint: not redone
-    assert (out / "metrics.csv").read_text().splitlines(keepends=True)[:kept] == killed_lines[:kept]
     assert (out / "labels" / "clusters-iter000000.h5").stat().st_mtime_ns == labels_mtime  # no re-clustering
-    assert_clean(out)
