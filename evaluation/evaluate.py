@@ -71,21 +71,22 @@ def _stats(names: list[str], errors: dict, records: dict) -> dict:
          "median_err_t_m": float(np.median(et)) if len(et) else float("nan"),
          "median_err_R_deg": float(np.median(er)) if len(er) else float("nan")}
     recs = [records[n] for n in names if n in records]
+    if not recs:
+        return s
+    s["median_time_s"] = float(np.median([r["time_s"] for r in recs]))
     events = [r.get("info", {}).get("event") for r in recs]
-    if recs and all(e is not None for e in events):  # a sequential filter (PFSL): its own statistics
+    if all(e is not None for e in events):  # a sequential filter (PFSL): its own statistics
         info = [r["info"] for r in recs]
         agree = [i["n_agree"] / i["n_visible"] for i in info if i.get("n_visible")]
         s.update(filter_tracked=float(np.mean([e == "track" for e in events])),
                  filter_initialised=int(sum(e in ("init", "reinit") for e in events)),
                  filter_uninitialised=int(sum(e == "uninitialised" for e in events)),
-                 median_agreement=float(np.median(agree)) if agree else float("nan"),
-                 median_time_s=float(np.median([r["time_s"] for r in recs])))
-    elif recs:
+                 median_agreement=float(np.median(agree)) if agree else float("nan"))
+    else:
         m = np.array([r["num_matches"] for r in recs], float)
         i = np.array([r["num_inliers"] for r in recs], float)
         s.update(median_matches=float(np.median(m)), median_inliers=float(np.median(i)),
-                 median_inlier_ratio=float(np.median(np.where(m > 0, i / np.maximum(m, 1), 0))),
-                 median_time_s=float(np.median([r["time_s"] for r in recs])))
+                 median_inlier_ratio=float(np.median(np.where(m > 0, i / np.maximum(m, 1), 0))))
     return s
 
 
