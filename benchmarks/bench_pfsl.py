@@ -4,8 +4,8 @@
 
 Generates (once) a street with ground-truth semantics (default: one slice, 60 database frames, 20 queries in each
 of dusk and night), triangulates its map, uses the generator's exact labels as PFSL's label source, and runs every
-combination of ``pfsl.odometry.source`` in (file, visual, gt) and ``pfsl.init.method`` in (p3p, database), plus
-P3P-RANSAC; prints recall at (0.25 m, 2°) / (0.5 m, 5°) / (5 m, 10°) per run. Runs resume.
+combination of ``pfsl.odometry.source`` in (file, visual, gt) and ``pfsl.init.method`` in (p3p, database), visual
+odometry also with the fixed motion noise instead of its own (``odometry.visual.noise=fixed``), plus P3P-RANSAC; prints recall at (0.25 m, 2°) / (0.5 m, 5°) / (5 m, 10°) per run. Runs resume.
 """
 from __future__ import annotations
 
@@ -43,10 +43,12 @@ def main() -> None:
         semantics.labels_from_pngs(synthetic.ground_truth_label_items(ds), labels, len(synthetic.CLASSES))
     base = [f"cache_dir={cache}", "localizer.semantics.source=labels", f"localizer.semantics.labels={labels}"]
     runs = {"P3P-RANSAC": ("p3p", [f"cache_dir={cache}"])}
-    for odo in ("file", "visual", "gt"):
+    for odo in ("file", "visual", "visual-fixed-noise", "gt"):
+        src = odo.removesuffix("-fixed-noise")
+        noise = ["localizer.pfsl.odometry.visual.noise=fixed"] if odo != src else []
         for init in ("p3p", "database"):
-            runs[f"PFSL odometry={odo} init={init}"] = ("pfsl", [*base, f"localizer.pfsl.odometry.source={odo}",
-                                                                f"localizer.pfsl.init.method={init}"])
+            runs[f"PFSL odometry={odo} init={init}"] = ("pfsl", [*base, f"localizer.pfsl.odometry.source={src}",
+                                                                f"localizer.pfsl.init.method={init}", *noise])
     rows = []
     for name, (method, over) in runs.items():
         out = args.out / "runs" / name.replace(" ", "_").replace("=", "-")

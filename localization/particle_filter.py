@@ -350,7 +350,10 @@ def run_filter(frames: Sequence[dict], points: MapPoints, conf: dict, rng: np.ra
         frames: in time order, each a dict with ``labels`` ((H, W) int label image of the query),
             ``camera`` (:class:`Camera`) and ``cur_from_prev`` ((3, 4) odometry from the previous frame, metres;
             None for the first frame or a gap; or a callable: previous mean pose (3, 4) cam_from_world -> (3, 4)
-            or None, for odometry whose metric scale comes from the filter's state, e.g. visual odometry).
+            or None, for odometry whose metric scale comes from the filter's state, e.g. visual odometry; the
+            callable may return ((3, 4), noise) with noise = {"sigma_t_m", "sigma_rot_rad"} the step's own
+            prediction noise, used instead of ``motion``'s per-metre and rotation sigmas, ``motion.sigma_t_min_m``
+            added to the translation sigma).
         points: the labelled map points (stationary labels only).
         conf: :data:`default_conf` as a plain dict (keys used: num_particles, state, motion, likelihood,
             visibility, resample_ess, init, reinit).
@@ -392,13 +395,18 @@ def run_filter(frames: Sequence[dict], points: MapPoints, conf: dict, rng: np.ra
     for k, fr in enumerate(frames):
         res: dict = {"event": "track"}
         inc = fr.get("cur_from_prev")
+        noise = None
         if R is not None and callable(inc):  # odometry whose metric scale comes from the filter's own state
             inc = inc(mean_pose(R, C, np.exp(log_w - log_w.max())))
+            if isinstance(inc, tuple):  # with the step's own noise estimate
+                inc, noise = inc
         if R is not None and inc is None:
             R = None  # no odometry to predict with: start again from a single-image estimate
             res["gap"] = True
         if R is not None:
-            R, C = predict(R, C, inc, rng, mc["sigma_t_per_m"], mc["sigma_t_min_m"], mc["sigma_rot_rad"], up_, g_cam)
+            sig = (mc["sigma_t_per_m"], mc["sigma_t_min_m"], mc["sigma_rot_rad"]) if noise is None else \
+                (0.0, mc["sigma_t_min_m"] + noise["sigma_t_m"], noise["sigma_rot_rad"])
+            R, C = predict(R, C, inc, rng, *sig, up_, g_cam)
         else:
             pose, info = single_image(k)
             res["init_info"] = info

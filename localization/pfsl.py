@@ -10,7 +10,9 @@ camera: :attr:`ImageRecord.sequence`, ordered by ``timestamp_s``) is tracked by 
    estimate are failed results ("not initialised").
 2. **Predict** with the odometry increment ``cur_from_prev`` composed on every particle plus Gaussian noise:
    translation sigma = ``sigma_t_per_m`` x distance travelled + ``sigma_t_min_m``, rotation sigma
-   ``sigma_rot_rad``.
+   ``sigma_rot_rad``; a visual-odometry step brings its own noise instead (``odometry.visual.noise: residuals``,
+   :func:`vo_step_noise`: the covariance of its rotation and translation direction from the essential matrix's
+   inlier residuals and the spread of its metric-scale ratios), plus ``sigma_t_min_m``.
 3. **Update**: the labelled map points (stationary labels only) visible from a particle (``d_min``/``d_max``
    scaled by ``visibility.distance_scale``, within the observation cone ``view_spread`` + margin, in front of
    the camera, inside the image) are projected into the query's label image; with ``s_i`` the query label at
@@ -151,6 +153,9 @@ default_conf = {
             "min_inliers": 30,  # fewer inliers: no increment for that frame (the filter re-initialises)
             "scale_radius_px": 3.0,  # metric scale: map points projected within this of a VO keypoint, pixels
             "scale_min_pairs": 10,  # ... at least this many (else the last measured scale)
+            "noise": "residuals",  # prediction noise of a VO step: residuals (its own, reconstruction.visual_odometry
+            # .motion_covariance and the spread of the scale ratios) | fixed (pfsl.motion, as for odometry files)
+            "noise_scale": 1.0,  # residuals: factor on the estimated sigmas (ours; 1 = as estimated)
         },
         "noise_t_per_m": 0.05,  # odometry translation noise per metre travelled, metres / metre
         "noise_rot_rad": 0.01,  # odometry rotation noise per step, radians
@@ -183,7 +188,8 @@ conf_checks = {  # fgsn.utils.config.check_conf
     "odometry": {"source": one_of("auto", "file", "vo", "visual", "gt"),
                  "visual": {"ratio": between(0, 1, lo_open=True), "max_error_px": _POSITIVE,
                             "min_inliers": between(5, integer=True), "scale_radius_px": _POSITIVE,
-                            "scale_min_pairs": between(1, integer=True)},
+                            "scale_min_pairs": between(1, integer=True), "noise": one_of("residuals", "fixed"),
+                            "noise_scale": _POSITIVE},
                  "noise_t_per_m": between(0), "noise_rot_rad": between(0)},
     "stationary": {"labels": any_of(one_of("all", "paper", "consistency"), list_of(between(0, integer=True))),
                    "paper_ratio": between(0), "min_ratio": _FRACTION},
@@ -217,7 +223,8 @@ def _filter_batch(localizer: "PFSLLocalizer", batch: list[tuple[str, list[ImageR
 
 
 def vo_scale_from_state(motion: TwoViewMotion, cam_from_world_prev: np.ndarray, points: MapPoints, camera: Camera,
-                        visibility: dict, radius_px: float = 3.0, min_pairs: int = 10) -> float | None:
+                        visibility: dict, radius_px: float = 3.0, min_pairs: int = 10,
+                        with_spread: bool = False) -> float | tuple[float, float] | None:
     """Metric scale of a unit-baseline visual-odometry step from the filter's state and the map **(ours)**.
 
     The labelled map points visible from the previous frame's mean pose (the filter's visibility model,
@@ -233,8 +240,11 @@ def vo_scale_from_state(motion: TwoViewMotion, cam_from_world_prev: np.ndarray, 
         visibility: PFSL's ``visibility`` section (distance_scale, cone_margin_deg, min_depth_m).
         radius_px: largest keypoint - projection distance of a pair, pixels.
         min_pairs: fewer pairs than this: None (no measurement).
+        with_spread: also return the relative standard deviation of that median, estimated from the ratios' own
+            spread: 1.2533 x 1.4826 MAD / median / sqrt(n) (the median's efficiency under Gaussian noise and the MAD
+            as a robust sigma; the pairs are treated as independent).
     Returns:
-        metres per unit baseline, or None.
+        metres per unit baseline, or (scale, relative sigma) with ``with_spread``, or None.
     """
     from scipy.spatial import cKDTree
 
@@ -256,7 +266,32 @@ def vo_scale_from_state(motion: TwoViewMotion, cam_from_world_prev: np.ndarray, 
     ok = np.isfinite(dist)
     if ok.sum() < min_pairs:
         return None
-    return float(np.median(depth[nn[ok]] / motion.points[ok, 2]))
+    ratios = depth[nn[ok]] / motion.points[ok, 2]
+    scale = float(np.median(ratios))
+    if not with_spread:
+        return scale
+    mad = float(np.median(np.abs(ratios - scale)))
+    return scale, 1.2533 * 1.4826 * mad / max(abs(scale), 1e-12) / np.sqrt(len(ratios))
+
+
+def vo_step_noise(motion: TwoViewMotion, scale: float, scale_rel_sigma: float, factor: float = 1.0) -> dict:
+    """Prediction noise of one visual-odometry step from its own residuals (``odometry.visual.noise: residuals``).
+
+    Translation sigma per axis = factor x step length x sqrt(scale_rel_sigma^2 + sigma_dir^2) (the scale's relative
+    spread along the step, the direction's angular spread across it, taken isotropic), rotation sigma = factor x
+    the motion's per-axis rotation sigma (:func:`reconstruction.visual_odometry.motion_covariance`). The filter adds
+    ``motion.sigma_t_min_m`` to the translation sigma (:func:`localization.particle_filter.run_filter`).
+
+    Args:
+        motion: the step (its ``sigma_rot_rad`` / ``sigma_dir_rad``; None counts as 0).
+        scale: metres per unit baseline. scale_rel_sigma: relative sigma of the scale (:func:`vo_scale_from_state`).
+        factor: inflation of both sigmas **(ours)**.
+    Returns:
+        ``{"sigma_t_m": metres, "sigma_rot_rad": radians}``.
+    """
+    sd, sr = motion.sigma_dir_rad or 0.0, motion.sigma_rot_rad or 0.0
+    return {"sigma_t_m": float(factor * abs(scale) * np.hypot(scale_rel_sigma, sd)),
+            "sigma_rot_rad": float(factor * sr)}
 
 
 class PFSLLocalizer(SemanticLocalizer):
@@ -446,19 +481,27 @@ class PFSLLocalizer(SemanticLocalizer):
         """Visual odometry between consecutive usable frames (:func:`reconstruction.visual_odometry.two_view_motion`
         on the feature file's SIFT): per usable frame None (first frame, or no reliable motion) or a callable of
         the filter's previous mean pose giving the metrically scaled increment (:func:`vo_scale_from_state`;
-        when a frame's scale cannot be measured, the last measured one); and per frame the statistics the filter
-        filled in while running (``vo_inliers``, ``vo_scale``, ``vo_scale_measured``)."""
+        when a frame's scale cannot be measured, the last measured one) and, with ``visual.noise: residuals``, its
+        noise (:func:`vo_step_noise`); and per frame the statistics the filter filled in while running
+        (``vo_inliers``, ``vo_scale``, ``vo_scale_measured``, ``vo_sigma_t_m``, ``vo_sigma_rot_rad``)."""
         vc, vis = self.conf.pfsl.odometry.visual, OmegaConf.to_container(self.conf.pfsl.visibility, resolve=True)
         feats = [read_features(self.feature_path, records[i].key) for i in usable]
-        last: list[float | None] = [None]
+        last: list[tuple[float, float] | None] = [None]
 
         def scaled(j, motion, camera):
             def increment(cam_from_world_prev):
-                s = vo_scale_from_state(motion, cam_from_world_prev, points, camera, vis, float(vc.scale_radius_px),
-                                        int(vc.scale_min_pairs))
-                stats[j] = {"vo_inliers": motion.num_inliers, "vo_scale": s, "vo_scale_measured": s is not None}
-                last[0] = s if s is not None else last[0]
-                return None if last[0] is None else motion.increment(last[0])
+                m = vo_scale_from_state(motion, cam_from_world_prev, points, camera, vis, float(vc.scale_radius_px),
+                                        int(vc.scale_min_pairs), with_spread=True)
+                stats[j] = {"vo_inliers": motion.num_inliers, "vo_scale": None if m is None else m[0],
+                            "vo_scale_measured": m is not None}
+                last[0] = m if m is not None else last[0]
+                if last[0] is None:
+                    return None
+                if vc.noise == "fixed":
+                    return motion.increment(last[0][0])
+                noise = vo_step_noise(motion, *last[0], float(vc.noise_scale))
+                stats[j].update(vo_sigma_t_m=noise["sigma_t_m"], vo_sigma_rot_rad=noise["sigma_rot_rad"])
+                return motion.increment(last[0][0]), noise
             return increment
 
         out, stats = [None], {}

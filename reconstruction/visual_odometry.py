@@ -7,6 +7,11 @@ descriptors), the essential matrix is estimated with LO-RANSAC and decomposed wi
 correspondences are triangulated in the previous camera frame for a unit baseline. The result is the rotation
 and the translation *direction* of ``cur_from_prev``; monocular VO has no metric scale, which the caller supplies
 (PFSL: from its own state and the map, :func:`localization.pfsl.vo_scale_from_state`).
+
+Each motion also carries its own noise estimate (:func:`motion_covariance`): the first-order (Gauss-Newton)
+covariance of the rotation and of the translation direction, sigma^2 (J^T J)^-1, with J the Jacobian of the inliers'
+Sampson errors and sigma^2 their residual variance, the standard covariance of a least-squares estimate
+(Hartley & Zisserman, Multiple View Geometry, 2nd ed., Sec. 5.2.3 and 11.4.3).
 """
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ class TwoViewMotion:
         keypoints: (N, 2) their pixels in the previous image (integer = pixel centre).
         num_matches: mutual ratio-test matches given to RANSAC.
         num_inliers: RANSAC inliers.
+        sigma_rot_rad: standard deviation of the rotation per axis (RMS over the three axes), radians, from the
+            inliers' residuals (:func:`motion_covariance`); None when not estimated.
+        sigma_dir_rad: the same for the direction of :attr:`t` (RMS over its two degrees of freedom), radians.
     """
 
     R: np.ndarray
@@ -36,6 +44,8 @@ class TwoViewMotion:
     keypoints: np.ndarray
     num_matches: int
     num_inliers: int
+    sigma_rot_rad: float | None = None
+    sigma_dir_rad: float | None = None
 
     def increment(self, scale: float) -> np.ndarray:
         """(3, 4) cur_from_prev for a metric scale (metres per unit of :attr:`t`)."""
@@ -69,6 +79,79 @@ def mutual_matches(desc1: np.ndarray, desc2: np.ndarray, ratio: float = 0.8) -> 
     _, back = ia.search(b, 1)
     i = np.nonzero(ok & (back[nn[:, 0], 0] == np.arange(len(a))))[0]
     return np.stack([i, nn[i, 0]], 1).astype(np.int64)
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], np.float64)
+
+
+def _rodrigues(w: np.ndarray) -> np.ndarray:
+    theta = float(np.linalg.norm(w))
+    K = _skew(w / theta) if theta > 0 else np.zeros((3, 3))
+    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * K @ K
+
+
+def sampson_errors(R: np.ndarray, t: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """Sampson errors of correspondences under the essential matrix E = [t]x R (Hartley & Zisserman, Eq. 11.9).
+
+    Args:
+        R: (3, 3), t: (3,) cur_from_prev (X_cur = R X_prev + t).
+        x1, x2: (N, 2) normalised image coordinates (undistorted, z = 1) in the previous / current frame.
+    Returns:
+        (N,) signed first-order geometric errors, normalised image units (about radians near the optical axis).
+    """
+    E = _skew(np.asarray(t, np.float64)) @ R
+    h1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
+    h2 = np.concatenate([x2, np.ones((len(x2), 1))], 1)
+    Ex1, Etx2 = h1 @ E.T, h2 @ E
+    num = np.einsum("ij,ij->i", h2, Ex1)
+    den = np.sqrt(Ex1[:, 0] ** 2 + Ex1[:, 1] ** 2 + Etx2[:, 0] ** 2 + Etx2[:, 1] ** 2)
+    return num / np.maximum(den, 1e-15)
+
+
+def motion_covariance(R: np.ndarray, t: np.ndarray, x1: np.ndarray, x2: np.ndarray, step: float = 1e-6):
+    """First-order covariance of a two-view motion estimated from its inliers (module docstring).
+
+    Parameters: a rotation increment w (R' = exp([w]x) R, 3) and a translation-direction increment (a, b) in the
+    tangent plane of t (2); J = d(Sampson errors) / d(w, a, b) by central differences at the estimate, sigma^2 =
+    sum r^2 / (N - 5), covariance = sigma^2 (J^T J)^-1. It measures the estimate's spread from the residual noise
+    alone; correlated errors (repeated texture, a moving object) are not in it.
+
+    Args:
+        R, t: (3, 3), (3,) the estimate (t unit, cur_from_prev).
+        x1, x2: (N, 2) the inliers' normalised image coordinates (previous / current frame), N > 5.
+        step: finite-difference step, radians.
+    Returns:
+        (cov, sigma_rot_rad, sigma_dir_rad): the (5, 5) covariance (w, a, b), the RMS per-axis rotation and the
+        RMS translation-direction standard deviations, radians. Infinite sigmas when J^T J is singular.
+    Raises:
+        ValueError: N <= 5.
+    """
+    x1, x2 = np.asarray(x1, np.float64), np.asarray(x2, np.float64)
+    if len(x1) <= 5:
+        raise ValueError(f"motion covariance needs more than 5 inliers, got {len(x1)}")
+    t = np.asarray(t, np.float64) / np.linalg.norm(t)
+    u1 = np.cross(t, [1.0, 0, 0] if abs(t[0]) < 0.9 else [0, 1.0, 0])
+    u1 /= np.linalg.norm(u1)
+    u2 = np.cross(t, u1)
+
+    def residuals(p):
+        tp = t + p[3] * u1 + p[4] * u2
+        return sampson_errors(_rodrigues(p[:3]) @ R, tp / np.linalg.norm(tp), x1, x2)
+
+    r0 = residuals(np.zeros(5))
+    J = np.empty((len(x1), 5))
+    for k in range(5):
+        d = np.zeros(5)
+        d[k] = step
+        J[:, k] = (residuals(d) - residuals(-d)) / (2 * step)
+    sigma2 = float(r0 @ r0) / (len(x1) - 5)
+    try:
+        cov = sigma2 * np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        return np.full((5, 5), np.inf), float("inf"), float("inf")
+    d = np.clip(np.diag(cov), 0, None)
+    return cov, float(np.sqrt(d[:3].mean())), float(np.sqrt(d[3:].mean()))
 
 
 def two_view_motion(kp1: np.ndarray, desc1: np.ndarray, camera1: Camera, kp2: np.ndarray, desc2: np.ndarray,
@@ -112,5 +195,8 @@ def two_view_motion(kp1: np.ndarray, desc1: np.ndarray, camera1: Camera, kp2: np
     lam1 = ((b1 @ c2) - bb * (b2 @ c2)) / denom
     lam2 = (bb * (b1 @ c2) - (b2 @ c2)) / denom
     front = (lam1 > 0) & (lam2 > 0) & (1 - bb * bb > 1e-8)
+    x1n = camera1.cam_from_img(np.asarray(kp1, np.float64)[m[inl, 0]])
+    x2n = camera2.cam_from_img(np.asarray(kp2, np.float64)[m[inl, 1]])
+    _, sig_rot, sig_dir = motion_covariance(R, t, x1n, x2n)
     return TwoViewMotion(R, t, lam1[front, None] * b1[front], np.asarray(kp1, np.float64)[m[inl, 0]][front],
-                         int(len(m)), int(inl.sum()))
+                         int(len(m)), int(inl.sum()), sig_rot, sig_dir)

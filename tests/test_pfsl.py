@@ -511,6 +511,60 @@ def test_vo_scale_from_state():
     assert vo_scale_from_state(far, T, pts, CAM, vis) is None  # too few pairs
 
 
+def test_vo_scale_spread_and_step_noise():
+    """The scale's relative sigma from the ratios' spread (known noise), and a step's noise by hand."""
+    from localization.pfsl import vo_scale_from_state, vo_step_noise
+    from reconstruction.visual_odometry import TwoViewMotion
+
+    rng = np.random.default_rng(1)
+    T = np.concatenate([np.eye(3), np.zeros((3, 1))], 1)
+    xyz = np.stack([rng.uniform(-5, 5, 3000), rng.uniform(-3, 3, 3000), rng.uniform(4, 30, 3000)], 1)
+    pts = pf.MapPoints(xyz, np.zeros(3000, np.int64), np.full(3000, 1.0), np.full(3000, 100.0),
+                       -xyz / np.linalg.norm(xyz, axis=1, keepdims=True), np.full(3000, 0.5), 1)
+    uv, ok = CAM.project(xyz)
+    ok &= CAM.in_image(uv)
+    n = int(ok.sum())
+    rel = []
+    for _ in range(40):  # VO depths with 10 % relative noise: the median's relative sigma is 1.2533 x 0.1 / sqrt(n)
+        vo = xyz[ok] / 2.5 / (1 + rng.normal(0, 0.1, n))[:, None]
+        scale, sig = vo_scale_from_state(TwoViewMotion(np.eye(3), np.array([0, 0, 1.0]), vo, uv[ok], n, n), T, pts,
+                                         CAM, {"distance_scale": [0.5, 1.5], "cone_margin_deg": 15.0,
+                                               "min_depth_m": 0.2}, with_spread=True)
+        rel.append((scale / 2.5 - 1, sig))
+    rel = np.array(rel)
+    expected = 1.2533 * 0.1 / np.sqrt(n)
+    assert rel[:, 1].mean() == pytest.approx(expected, rel=0.2)
+    assert rel[:, 0].std() == pytest.approx(expected, rel=0.35)  # the predicted sigma is the actual spread
+    m = TwoViewMotion(np.eye(3), np.array([0, 0, 1.0]), xyz[:3], uv[:3], 3, 3, sigma_rot_rad=0.002,
+                      sigma_dir_rad=0.03)
+    noise = vo_step_noise(m, 1.5, 0.04, factor=2.0)
+    assert noise["sigma_t_m"] == pytest.approx(2.0 * 1.5 * 0.05)  # hypot(0.04, 0.03) = 0.05
+    assert noise["sigma_rot_rad"] == pytest.approx(0.004)
+
+
+def test_filter_predicts_with_a_steps_own_noise(monkeypatch):
+    """An odometry callable returning (increment, noise) replaces the motion model's per-metre and rotation
+    sigmas for that step; motion.sigma_t_min_m is added; plain increments keep the motion model."""
+    table = _cell_labels()
+    pts = _map(table)
+    traj = _trajectory(3)
+    inc = [odometry.relative_pose(a, b) for a, b in zip(traj[:-1], traj[1:])]
+    frames = [{"labels": _render(T, table), "camera": CAM, "cur_from_prev": d} for T, d in
+              zip(traj, [None, lambda prev: (inc[0], {"sigma_t_m": 0.2, "sigma_rot_rad": 0.001}), inc[1]])]
+    calls, predict = [], pf.predict
+
+    def spy(R, C, d, rng, per_m, t_min, rot, *a):
+        calls.append((per_m, t_min, rot))
+        return predict(R, C, d, rng, per_m, t_min, rot, *a)
+
+    monkeypatch.setattr(pf, "predict", spy)
+    conf = _filter_conf()
+    pf.run_filter(frames, pts, conf, np.random.default_rng(0), lambda k: (traj[k], {}))
+    mc = conf["motion"]
+    assert calls == [(0.0, mc["sigma_t_min_m"] + 0.2, 0.001),
+                     (mc["sigma_t_per_m"], mc["sigma_t_min_m"], mc["sigma_rot_rad"])]
+
+
 def test_sequences_on_two_workers_equal_serial(semantic_demo, tmp_path):
     """One task per sequence on a 2-worker Dask engine: the same sequence files and submission as serially."""
     import shutil
