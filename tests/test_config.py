@@ -116,3 +116,14 @@ def test_shipped_configs_pass(path):
         apr_train.build_conf(path)
     else:
         pytest.fail(f"no step known for {rel}")
+
+
+def test_free_form_section_takes_new_keys_from_the_command_line(tmp_path):
+    """A section whose default is None (ablate's method_overrides) is free-form: a command-line override may add a
+    key the YAML file did not set; sections with defaults stay strict."""
+    (tmp_path / "c.yaml").write_text("free: {pfsl: {odometry: {source: gt}}}\n")
+    conf = merge_config({"free": None, "fixed": {"a": 1}}, yaml_path=tmp_path / "c.yaml",
+                        overrides=["free.pfsl.odometry.visual.noise=fixed"])
+    assert conf.free.pfsl.odometry.source == "gt" and conf.free.pfsl.odometry.visual.noise == "fixed"
+    with pytest.raises(ConfigError, match="fixed.b"):
+        merge_config({"free": None, "fixed": {"a": 1}}, overrides=["fixed.b=2"])

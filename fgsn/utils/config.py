@@ -144,6 +144,20 @@ def _struct(default_conf: Mapping[str, Any] | DictConfig) -> DictConfig:
     return conf
 
 
+def _open_free_sections(conf: DictConfig, defaults: Mapping) -> None:
+    """Sections whose default is None (free-form, e.g. ``ablate``'s ``method_overrides``, checked later by the step
+    they are handed to) take new keys from later sources, e.g. a command-line override of a key the YAML file did
+    not set."""
+    if isinstance(defaults, DictConfig):
+        defaults = OmegaConf.to_container(defaults)  # unresolved: mandatory '???' values stay as they are
+    for key, default in defaults.items():
+        value = conf._get_node(key) if key in conf else None
+        if default is None and isinstance(value, DictConfig):
+            OmegaConf.set_struct(value, False)
+        elif isinstance(default, Mapping) and isinstance(value, DictConfig):
+            _open_free_sections(value, default)
+
+
 def merge_defaults(default_conf: Mapping[str, Any] | DictConfig, conf: Mapping | DictConfig | None = None,
                    checks: Mapping | None = None, source: str = "configuration") -> DictConfig:
     """``default_conf`` merged with ``conf`` in struct mode (unknown keys rejected) and checked (:func:`check_conf`):
@@ -204,6 +218,7 @@ def merge_config(
             conf = OmegaConf.merge(conf, src)
         except Exception as e:  # omegaconf raises ConfigKeyError / ValidationError subclasses
             raise ConfigError(f"invalid configuration from {name}: {e}") from None
+        _open_free_sections(conf, default_conf)
     check_conf(conf, default_conf, checks, " + ".join(n for n, _ in sources) or "configuration")
     return conf
 
