@@ -60,6 +60,7 @@ class MapSource:
     model_path: Path
     image_dir: Path
     format: str  # "colmap" or "nvm"
+    model: int | None = None  # nvm: which model of the file (0-based); None: the file must hold one
 
     def exists(self) -> bool:
         return self.model_path.exists()
@@ -380,15 +381,17 @@ def read_robotcar_train_poses(path: Path) -> dict[str, np.ndarray]:
     return poses
 
 
-def load_robotcar(root: str | Path, cameras: Sequence[str] = ("rear",)) -> SeasonsDataset:
+def load_robotcar(root: str | Path, cameras: Sequence[str] = ("rear",), nvm_model: int | None = None) -> SeasonsDataset:
     """Read a RobotCar Seasons tree.
 
     Database = ``images/overcast-reference/<cam>`` with poses from the NVM model. Queries = every image in the
     other condition folders (as in RobotCar Seasons v1) for the given cameras; ground truth from
     ``robotcar_v2_train.txt`` where listed. Groups: ``night`` for night/night-rain, else ``day``.
+    ``nvm_model``: which model of the NVM file (0-based) gives the database poses and the map; None (RobotCar
+    Seasons ships one model): the file must hold one (:func:`reconstruction.nvm.read_nvm_poses`).
 
     Raises:
-        DatasetError: missing/malformed files, or no query image.
+        DatasetError: missing/malformed files, a multi-model NVM file without ``nvm_model``, or no query image.
     """
     from .nvm import read_nvm_poses
 
@@ -410,7 +413,7 @@ def load_robotcar(root: str | Path, cameras: Sequence[str] = ("rear",)) -> Seaso
             rig_from_cam[cam_id] = read_matrix_4x4(ext)[:3, :]
     gt_file = root / "robotcar_v2_train.txt"
     gt = read_robotcar_train_poses(gt_file) if gt_file.is_file() else {}
-    db_poses = read_nvm_poses(nvm_path) if nvm_path.is_file() else {}
+    db_poses = read_nvm_poses(nvm_path, nvm_model) if nvm_path.is_file() else {}
 
     database, queries = [], []
     for cond_dir in sorted(p for p in img_root.iterdir() if p.is_dir()):
@@ -441,7 +444,7 @@ def load_robotcar(root: str | Path, cameras: Sequence[str] = ("rear",)) -> Seaso
                 raise DatasetError(f"{test_file}: test image {n} not found under {img_root}/<condition>/")
     _check_unique(root, queries, "query")
     logger.info("RobotCar: %d database images, %d queries.", len(database), len(queries))
-    maps = {map_id: MapSource(map_id, nvm_path, img_root, "nvm")}
+    maps = {map_id: MapSource(map_id, nvm_path, img_root, "nvm", nvm_model)}
     return SeasonsDataset("robotcar", root, database, queries, maps, up=_database_up(root, database),
                           rig_from_cam=rig_from_cam)
 
@@ -480,10 +483,12 @@ def parse_slices(text: str | None) -> list[int] | None:
         raise ValueError(f"slices must be comma-separated integers, got {text!r}") from None
 
 
-def load_dataset(kind: str, root: str | Path, slices: Sequence[int] | None = None) -> SeasonsDataset:
-    """Read a dataset by kind (``"cmu"`` or ``"robotcar"``); ``slices`` applies to CMU only."""
+def load_dataset(kind: str, root: str | Path, slices: Sequence[int] | None = None,
+                 nvm_model: int | None = None) -> SeasonsDataset:
+    """Read a dataset by kind (``"cmu"`` or ``"robotcar"``); ``slices`` applies to CMU only, ``nvm_model`` (which
+    model of a multi-model NVM file; None: it must hold one) to RobotCar only."""
     if kind == "cmu":
         return load_cmu(root, slices)
     if kind == "robotcar":
-        return load_robotcar(root)
+        return load_robotcar(root, nvm_model=nvm_model)
     raise ValueError(f"unknown dataset kind {kind!r}; expected 'cmu' or 'robotcar'")

@@ -65,7 +65,7 @@ def load_reconstruction(dataset: SeasonsDataset, map_id: str):
                 raise DatasetError(f"{src.model_path}: model image {key} is not a database image of {dataset.root}")
             return rec.key, rec.camera
 
-        return read_nvm(src.model_path, camera_of)
+        return read_nvm(src.model_path, camera_of, src.model)
     path = src.model_path
     if not path.is_dir():
         raise DatasetError(f"{path}: COLMAP model folder not found; build one with `fgsn-loc build-map`")

@@ -108,6 +108,20 @@ class TestRobotCar:
         # NVM measurements relative to the image centre, .png names for .jpg files
         assert _reprojection_errors(ds, "all-merged") < 1.0
 
+    def test_multi_model_nvm_needs_a_choice(self, seasons_robotcar, tmp_path):
+        """A multi-model NVM file: a one-line error unless nvm_model chooses; the choice reaches the map reader."""
+        root = tmp_path / "rc"
+        shutil.copytree(seasons_robotcar / "castle-P30", root)
+        f = root / "3D-models" / "all-merged" / "all.nvm"
+        text = f.read_text().rstrip()
+        assert text.endswith("\n0")  # the end-of-models line; a second model goes before it
+        f.write_text(text[:-1] + "1\n./x.png 1 1 0 0 0 0 0 0 0 0\n1\n1 2 3 4 5 6 1 0 0 0.5 0.5\n0\n")
+        with pytest.raises(DatasetError, match="all.nvm: the file holds 2 models"):
+            load_robotcar(root)
+        ds = load_robotcar(root, nvm_model=0)
+        assert ds.database and ds.maps["all-merged"].model == 0
+        assert len(load_reconstruction(ds, "all-merged").points3D) > 0
+
     def test_malformed_train_line(self, seasons_robotcar, tmp_path):
         root = tmp_path / "rc"
         shutil.copytree(seasons_robotcar / "castle-P30", root)

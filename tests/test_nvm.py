@@ -81,6 +81,18 @@ class TestReadNvmArrays:
         single = nvm.read_nvm_arrays(_write(tmp_path, tail="\n0\n"))  # one model and the end marker: fine
         assert len(single.xyz) == 3
 
+    def test_poses_of_a_multi_model_file_need_a_choice(self, tmp_path):
+        """read_nvm_poses never returns the first of several models silently (it used to default to model 0)."""
+        second = "\n1\nsecond.png 1 1 0 0 0 0 0 0 0 0\n1\n1 2 3 4 5 6 1 0 0 0.5 0.5\n0\n"
+        path = _write(tmp_path, tail=second)
+        assert nvm.count_models(path) == 2
+        with pytest.raises(DatasetError, match="all.nvm: the file holds 2 models: choose one with model=K"):
+            nvm.read_nvm_poses(path)
+        assert len(nvm.read_nvm_poses(path, model=0)) == 2
+        path = _write(tmp_path, tail="\n0\n#the last part of NVM file points to the PLY files\n0\n")
+        assert nvm.count_models(path) == 1 and len(nvm.read_nvm_poses(path)) == 2
+        assert nvm.count_models(_write(tmp_path, points=[])) == 1
+
     def test_poses_read_only_the_cameras(self, tmp_path):
         path = _write(tmp_path, points=["garbage"])
         poses = nvm.read_nvm_poses(path)
