@@ -19,11 +19,14 @@ def _check_shape(name: str, a: np.ndarray, shape: tuple) -> None:
 
 
 def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
-    """(4,) or (N, 4) quaternions (w, x, y, z) -> (3, 3) or (N, 3, 3) rotation matrices (normalised first)."""
+    """(4,) or (N, 4) quaternions (w, x, y, z) -> (3, 3) or (N, 3, 3) rotation matrices (normalised first, after
+    dividing by the largest component, so any finite non-zero quaternion works, 1e200 or 1e-200 included)."""
     q = np.asarray(qvec, dtype=np.float64)
     single = q.ndim == 1
     q = np.atleast_2d(q)
     _check_shape("qvec", q, (None, 4))
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero quaternion gives NaN, as before
+        q = q / np.abs(q).max(axis=1, keepdims=True)
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     w, x, y, z = q.T
     R = np.stack(

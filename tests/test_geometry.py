@@ -28,6 +28,13 @@ class TestQuaternion:
         assert Rs.shape == (5, 3, 3)
         np.testing.assert_allclose(Rs[2], qvec_to_rotmat(qs[2]))
 
+    def test_extreme_magnitudes(self):
+        """Any finite non-zero scale of a quaternion is the same rotation (the norm of 1e200 overflowed to inf)."""
+        q = np.array([np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])
+        for scale in (1e200, 1e-200, 1e300):
+            np.testing.assert_allclose(qvec_to_rotmat(q * scale), qvec_to_rotmat(q), atol=1e-12)
+        np.testing.assert_allclose(qvec_to_rotmat([1e308, 1e308, 0, 0]), qvec_to_rotmat([1, 1, 0, 0]), atol=1e-12)
+
     def test_bad_shape(self):
         with pytest.raises(ValueError, match="shape"):
             rotmat_to_qvec(np.eye(4))
