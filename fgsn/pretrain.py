@@ -30,6 +30,7 @@ from .segment import predict_scores, resolve_device
 from .train import freeze_batchnorm
 from .sliding import image_to_tensor
 from .utils.checkpoint import save_checkpoint
+from .utils.interrupt import deferred_interrupt
 from .utils.config import DEVICE, add_experiment_arguments, between, merge_defaults, run_experiment, save_config
 from .utils.logging import MetricsCSV, setup_logging
 from .weights import load_state_dict_file, load_weights
@@ -159,9 +160,10 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             losses, m = model.loss(pred, {"labels": y})
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
-            opt.step()
-            it += 1
-            run.append([float(losses["total"].detach()), float(m["pixel_acc"])])
+            with deferred_interrupt():  # the update and the counter that records it, whole (Ctrl-C waits)
+                opt.step()
+                it += 1
+                run.append([float(losses["total"].detach()), float(m["pixel_acc"])])
             if it % t.log_interval == 0 or it == t.iterations:
                 a = np.mean(run, 0)
                 run = []

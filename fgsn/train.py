@@ -59,6 +59,7 @@ from .segment import predict_scores, resolve_device
 from .sliding import image_to_tensor
 from .utils.config import DEVICE, add_experiment_arguments, between, merge_defaults, one_of, run_experiment, save_config
 from .utils.checkpoint import save_checkpoint
+from .utils.interrupt import deferred_interrupt
 from .utils.io import atomic_path
 from .utils.logging import MetricsCSV, eta, setup_logging
 from .weights import load_state_dict_file, load_weights
@@ -456,10 +457,11 @@ def main(conf, output_dir: str | Path, restore: bool = False) -> Path:
             loss = t.w_class * l_class + t.w_corr * l_corr
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            it += 1
-            for k, v in (("loss", loss), ("loss_class", l_class), ("loss_corr", l_corr)):
-                running.setdefault(k, []).append(float(v.detach()))
+            with deferred_interrupt():  # the update and the counter that records it, whole (Ctrl-C waits)
+                optimizer.step()
+                it += 1
+                for k, v in (("loss", loss), ("loss_class", l_class), ("loss_corr", l_corr)):
+                    running.setdefault(k, []).append(float(v.detach()))
             if it % t.log_interval == 0 or it == t.iterations:
                 row = {k: float(np.mean(v)) for k, v in running.items()}
                 running = {}

@@ -135,3 +135,35 @@ def test_killed_and_restored_run_matches_uninterrupted(tiny_corr_root, tmp_path)
     best_b = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     assert best_b["best"] == best_a["best"] and best_b["iteration"] == best_a["iteration"]
     assert (out / "labels" / "clusters-iter000000.h5").stat().st_mtime_ns == labels_mtime  # no re-clustering
+
+
+def test_ctrl_c_right_after_a_step_restores_without_repeating_it(tiny_corr_root, tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT) arriving just after an optimizer step: the checkpoint saved on interrupt holds that step
+    and its iteration together, so ``--restore`` ends with the weights of an uninterrupted run (before
+    fgsn.utils.interrupt, the interrupt landed before ``it += 1`` and the restored run applied the step twice)."""
+    import signal
+
+    torch.set_num_threads(1)
+    conf = _conf(tiny_corr_root, **{"train.iterations": 5, "train.save_interval": 100, "train.val_interval": 100})
+    ref = main(conf, tmp_path / "ref").parent / "last.pt"
+    step, calls = torch.optim.SGD.step, []
+
+    def step_then_ctrl_c(self, *a, **k):
+        out = step(self, *a, **k)
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        main(conf, tmp_path / "cut")
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    saved = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["iteration"] == 3
+    main(conf, tmp_path / "cut", restore=True)
+    a = torch.load(ref, weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert b["iteration"] == a["iteration"] == 5
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
