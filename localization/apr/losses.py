@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .pose import lookat_point, qlog, qnormalize, relative_pose
+from .pose import lookat_point, pose_difference, qlog, qnormalize, relative_pose
 
 
 def posenet_loss(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor,
@@ -94,3 +94,27 @@ def relative_errors(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q
     if norm == "l2":
         return (dp_hat - dp).norm(dim=-1).mean(), (dq_hat - dq).norm(dim=-1).mean()
     raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+
+
+def consecutive_motion_errors(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor):
+    """VLocNet's geometric consistency terms (Valada et al., ICRA 2018, Sec. III-A): the error of the relative
+    motion between consecutive predictions against that of the ground truth,
+    ||(x_t - x_{t-1}) - (x^_t - x^_{t-1})||_2 and ||q_{t-1}^-1 q_t - q^_{t-1}^-1 q^_t||_2
+    (:func:`~localization.apr.pose.pose_difference`: world-frame translation and rotation differences; both
+    relative quaternions on the w >= 0 hemisphere). VLocNet adds them to L_x and L_q.
+
+    Args:
+        p_hat, p: (B, T, 3) predicted / true positions of T >= 2 consecutive frames in temporal order.
+        q_hat, q: (B, T, 4) predicted (any norm, normalised here) / true quaternions.
+    Returns:
+        err_p, err_q: scalars, means over the B (T - 1) pairs.
+    Raises:
+        ValueError: fewer than 2 frames or a wrong shape.
+    """
+    if p_hat.ndim != 3 or p_hat.shape[1] < 2 or p_hat.shape != p.shape:
+        raise ValueError(f"consecutive motion errors need (B, T>=2, 3) windows, got {tuple(p_hat.shape)} and "
+                         f"{tuple(p.shape)}")
+    q_hat = qnormalize(q_hat)
+    dp_hat, dq_hat = pose_difference(p_hat[:, :-1], q_hat[:, :-1], p_hat[:, 1:], q_hat[:, 1:])
+    dp, dq = pose_difference(p[:, :-1], q[:, :-1], p[:, 1:], q[:, 1:])
+    return (dp_hat - dp).norm(dim=-1).mean(), (dq_hat - dq).norm(dim=-1).mean()

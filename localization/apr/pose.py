@@ -95,6 +95,26 @@ def relative_pose(p0: torch.Tensor, q0: torch.Tensor, p1: torch.Tensor, q1: torc
     return dp, dq
 
 
+def pose_difference(p0: torch.Tensor, q0: torch.Tensor, p1: torch.Tensor, q1: torch.Tensor):
+    """Relative motion from pose 0 to pose 1 as VLocNet defines it (Valada et al., ICRA 2018, Sec. III-A, the
+    geometric consistency loss): (x_1 - x_0, q_0^-1 q_1).
+
+    Applied to this package's world-to-camera quaternions, q_0^-1 q_1 is R_0^T R_1: the rotation from camera 0 to
+    camera 1 written in world axes (R_0^T (R_1 R_0^T) R_0), so both parts are expressed in the world frame. Its
+    angle is that of :func:`relative_pose`'s ``dq``; only the axis's frame differs.
+
+    Args:
+        p0, p1: (..., 3) camera centres, world frame.
+        q0, q1: (..., 4) unit world-to-camera quaternions (w, x, y, z).
+    Returns:
+        dp: (..., 3) p1 - p0, world frame.
+        dq: (..., 4) conj(q0) * q1, on the w >= 0 hemisphere.
+    """
+    _check_last("p0", p0, 3)
+    _check_last("p1", p1, 3)
+    return p1 - p0, qnormalize(qmul(qconj(q0), q1))
+
+
 def lookat_point(p: torch.Tensor, q: torch.Tensor, distance: float = 1.0) -> torch.Tensor:
     """The world point ``distance`` units in front of the camera along its optical axis.
 

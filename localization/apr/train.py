@@ -279,6 +279,7 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
     try:
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
+            model.iteration = it  # the step about to be taken (VLocNet alternates its two tasks by it)
             pred = model(batch)
             losses, batch_metrics = model.loss(pred, batch)
             optimizer.zero_grad()

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from localization.apr.losses import (atloc_errors, geometric_loss, learned_weighting, posenet_loss,
-                                     relative_errors)
-from localization.apr.pose import (cam_from_world_to_pose, lookat_point, pose_to_cam_from_world, qconj, qexp, qlog,
-                                   qmul, qnormalize, qrotate, relative_pose)
+from localization.apr.losses import (atloc_errors, consecutive_motion_errors, geometric_loss, learned_weighting,
+                                     posenet_loss, relative_errors)
+from localization.apr.pose import (cam_from_world_to_pose, lookat_point, pose_difference, pose_to_cam_from_world,
+                                   qconj, qexp, qlog, qmul, qnormalize, qrotate, relative_pose)
 from reconstruction.geometry import qvec_to_rotmat, random_rotation
 
 
@@ -151,6 +151,34 @@ class TestLosses:
         with pytest.raises(ValueError, match="T>=2"):
             relative_errors(torch.zeros(2, 1, 3), torch.zeros(2, 1, 4), torch.zeros(2, 1, 3), torch.zeros(2, 1, 4))
 
+    def test_pose_difference(self):
+        """VLocNet's relative motion (x_1 - x_0, q_0^-1 q_1) on hand-made poses: q_0 = 90 deg about x, q_1 = 90 deg
+        about z after q_0, i.e. (0.5, 0.5, 0.5, 0.5); q_0^-1 q_1 = 90 deg about R_0^T z = y: (c45, 0, s45, 0), where
+        relative_pose's q_1 q_0^-1 is 90 deg about z."""
+        c = math.sqrt(0.5)
+        q0 = torch.tensor([c, c, 0.0, 0.0])
+        q1 = torch.tensor([0.5, 0.5, 0.5, 0.5])
+        p0, p1 = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 5.0])
+        dp, dq = pose_difference(p0, q0, p1, q1)
+        assert torch.allclose(dp, torch.tensor([1.0, 0.0, 2.0]))  # world frame, not rotated
+        assert torch.allclose(dq, torch.tensor([c, 0.0, c, 0.0]), atol=1e-6)
+        assert torch.allclose(relative_pose(p0, q0, p1, q1)[1], torch.tensor([c, 0.0, 0.0, c]), atol=1e-6)
+
+    def test_consecutive_motion_errors(self):
+        """Truth: x = (0,0,0), (1,0,0), world-to-camera rotations 90 and 180 deg about z, so the motion is
+        ((1, 0, 0), q_z(90)); prediction: (5,5,5), (6,5,7), both identity, motion ((1, 0, 2), 1). Errors: 2 and
+        ||q_z(90) - 1|| = 2 sin(22.5 deg). (The camera-frame relative_errors would give ||(1,0,2) - (0,1,0)||.)"""
+        p = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0]]])
+        q = torch.stack([_qz(math.pi / 2), _qz(math.pi)]).float()[None]
+        p_hat = torch.tensor([[[5.0, 5, 5], [6.0, 5, 7]]])
+        q_hat = torch.tensor([[[2.0, 0, 0, 0], [1.0, 0, 0, 0]]])  # any norm: normalised
+        err_p, err_q = consecutive_motion_errors(p_hat, q_hat, p, q)
+        assert err_p.item() == pytest.approx(2.0)
+        assert err_q.item() == pytest.approx(2 * math.sin(math.radians(22.5)), rel=1e-6)
+        assert relative_errors(p_hat, q_hat, p, q, "l2")[0].item() == pytest.approx(math.sqrt(6), rel=1e-6)
+        with pytest.raises(ValueError, match="T>=2"):
+            consecutive_motion_errors(p[:, :1], q[:, :1], p[:, :1], q[:, :1])
+
 
 class TestModelLosses:
     """Each model's ``loss`` on hand-made predictions equals the paper's formula computed by hand."""
@@ -205,8 +233,8 @@ class TestModelLosses:
         ident = torch.tensor([1.0, 0, 0, 0])
         data = {"position": torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]]]), "qvec": ident.expand(1, 3, 4)}
         pred = {"position": torch.tensor([[[1.0, 0, 0], [2.0, 0, 3.0]]]), "qvec": ident.expand(1, 2, 4)}
-        losses, _ = model.loss(pred, data)  # the last two frames; no odometry prediction given
-        # L_x = (0 + 3) / 2 plus the consecutive-pair error ||(1, 0, 3) - (1, 0, 0)|| = 3; L_q = 0
+        losses, _ = model.loss(pred, data)  # the last two frames; no odometry prediction given; step 1: global
+        # L_x = (0 + 3) / 2 plus the consecutive-pair error ||(1, 0, 3) - (1, 0, 0)|| = 3 (x_t - x_{t-1}); L_q = 0
         assert losses["geo_x"].item() == pytest.approx(3.0)
         assert losses["total"].item() == pytest.approx(4.5 + 0.0 + 0.0 * math.exp(3.0) - 3.0, rel=1e-6)
 

@@ -1,4 +1,6 @@
 """Forward shapes, losses and ImageNet weight loading of every APR model, on tiny inputs."""
+import math
+
 import pytest
 import torch
 
@@ -6,7 +8,7 @@ from fgsn.models.resnet import ResNet
 from fgsn.weights import load_resnet_weights
 from localization.apr.models import MODELS, get_model
 from localization.apr.models.colorization import ColorizationAPR, rgb_to_lab
-from localization.apr.pose import qnormalize
+from localization.apr.pose import qnormalize, relative_pose
 
 TINY = {"backbone": {"depth": 10, "base_width": 8}}
 EXTRA = {"posenet": {"feat_dim": 32, "aux_dim": 16}, "atloc": {"feat_dim": 32}, "atloc_plus": {"feat_dim": 32},
@@ -119,7 +121,15 @@ class TestImageNetWeights:
         model = get_model("vlocnet")({"backbone": {"depth": 10, "base_width": 8, "pretrained": str(path)},
                                       **EXTRA["vlocnet"]})
         assert torch.equal(model.backbone.conv1.weight, src.conv1.weight)
-        assert torch.equal(model.odo_layer3[0].conv1.weight, src.layer3[0].conv1.weight)
+        # issue 14: the odometry streams start from ImageNet too: I_{t-1}'s own Res1-Res4, I_t's own Res4, and the
+        # odometry Res5, whose first unit sees [I_{t-1}, I_t] (the kernel over both halves, halved)
+        assert torch.equal(model.odo_prev.conv1.weight, src.conv1.weight)
+        assert model.odo_prev.conv1.weight is not model.backbone.conv1.weight
+        assert torch.equal(model.odo_prev.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
+        assert torch.equal(model.odo_res4[0].conv1.weight, src.layer3[0].conv1.weight)
+        w = src.layer4[0].conv1.weight
+        assert torch.equal(model.odo_res5[0].conv1.weight, 0.5 * torch.cat([w, w], 1))
+        assert torch.equal(model.odo_res5[0].conv2.weight, src.layer4[0].conv2.weight)
 
 
 @pytest.mark.parametrize("prob", [0.0, 1.0])
@@ -173,3 +183,184 @@ def test_vlocnet_prev_mean_reset():
     assert reset.int().tolist() == [[0, 0], [1, 1], [0, 1], [0, 0]]  # seeded draw (torch.rand per frame)
     assert torch.allclose(p[~reset], data["position"][:, :-1][~reset])
     assert torch.allclose(q[reset], q0.expand(int(reset.sum()), 4))
+
+
+def _vlocnet(**extra):
+    torch.manual_seed(0)
+    return get_model("vlocnet")({**TINY, **EXTRA["vlocnet"], "dropout": 0.0, **extra})
+
+
+class TestVLocNetStructure:
+    """Valada et al. (issue 14): which weights each stream has, where the previous pose is fused."""
+
+    def test_stream_weights(self):
+        """I_{t-1}'s odometry stream has its own weights (no Parameter shared with the global stream); I_t's odometry
+        stream has its own Res4 on the global stream's Res3 output, computed by the global stream's own modules (no
+        other Res1-Res3 exists in the model). The old code ran I_{t-1} through the shared trunk too."""
+        model = _vlocnet().train()
+        glob = {id(p) for p in model.backbone.parameters()}
+        assert not glob & {id(p) for p in model.odo_prev.parameters()}
+        assert not glob & {id(p) for p in model.odo_res4.parameters()}
+        assert not hasattr(model.odo_prev, "layer4")  # Res1-Res4 only
+        assert {n for n, _ in model.named_children()} == {"backbone", "pose_fc", "fuse", "global_head", "odo_prev",
+                                                         "odo_res4", "odo_res5", "odo_head"}
+        seen = {}
+        model.backbone.layer2.register_forward_hook(lambda m, inp, out: seen.update(res3=out))  # hooks return None
+        model.odo_res4.register_forward_hook(lambda m, inp, out: seen.update(odo_res4_in=inp[0]))
+        model(_batch(B=2, T=3, size=32))
+        assert torch.equal(seen["odo_res4_in"], seen["res3"])  # I_t's Res4 runs on the shared Res3 maps
+
+    def test_streams_depend_on_their_stages(self):
+        """Perturbing a stage changes exactly the outputs of the streams that use it: the shared Res1-Res3 both
+        streams, the global Res4 only the global pose, I_t's own Res4 and I_{t-1}'s stream only the odometry."""
+        model = _vlocnet().eval()
+        data = _batch(B=1, T=2, size=32)
+        base = model(data)
+
+        def changed(module):
+            saved = {k: v.clone() for k, v in module.state_dict().items()}
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.add_(0.5 * torch.randn_like(p))
+            out = model(data)
+            module.load_state_dict(saved)
+            return (not torch.allclose(out["position"], base["position"]),
+                    not torch.allclose(out["odo_dp"], base["odo_dp"]))
+
+        assert changed(model.backbone.layer2) == (True, True)  # shared Res3
+        assert changed(model.backbone.layer3) == (True, False)  # global Res4
+        assert changed(model.odo_res4) == (False, True)  # I_t's own Res4
+        assert changed(model.odo_prev.layer1) == (False, True)  # I_{t-1}'s own Res2
+        assert changed(model.odo_res5) == (False, True)
+
+    @pytest.mark.parametrize("size,grid", [(224, 7), (112, 4)])
+    def test_previous_pose_fused_on_res5_grid(self, size, grid):
+        """The previous-pose embedding is concatenated to a stride-32 map (7x7 at 224, as the paper's Res5; 4x4
+        at the CPU preset's 112), where the old code fused it at Res4 (14x14 / 7x7)."""
+        model = _vlocnet(odometry=False).eval()
+        seen = []
+        model.fuse.register_forward_hook(lambda m, inp, out: seen.append((tuple(inp[0].shape), tuple(out.shape))))
+        model({"image": torch.rand(1, 1, 3, size, size), "prev_position": torch.zeros(1, 1, 3),
+               "prev_qvec": torch.tensor([[[1.0, 0, 0, 0]]])})
+        C5 = model.backbone.channels[4]
+        assert seen == [((1, C5 + 4, grid, grid), (1, C5, grid, grid))]
+
+    def test_odometry_concatenates_res4(self):
+        """The odometry Res5 gets the two streams' Res4 maps (1/16 grid) concatenated: 2 x C4 channels."""
+        model = _vlocnet().eval()
+        seen = []
+        model.odo_res5.register_forward_hook(lambda m, inp, out: seen.append((tuple(inp[0].shape), tuple(out.shape))))
+        model(_batch(B=1, T=2, size=64))
+        C4, C5 = model.backbone.channels[3:5]
+        assert seen == [((1, 2 * C4, 4, 4), (1, C5, 2, 2))]
+
+    def test_old_checkpoint_refused(self):
+        model = _vlocnet()
+        state = model.state_dict()
+        state["odo_reduce.0.weight"] = torch.zeros(1)
+        with pytest.raises(ValueError, match="old VLocNet layout"):
+            model.load_state_dict(state)
+        old = _vlocnet(odometry=False).state_dict()
+        old["fuse.0.weight"] = torch.zeros(model.backbone.channels[3], model.backbone.channels[3] + 4, 1, 1)
+        with pytest.raises(ValueError, match="retrain"):
+            _vlocnet(odometry=False).load_state_dict(old)
+
+
+def _qz(deg):
+    a = torch.deg2rad(torch.tensor(deg / 2.0))
+    return torch.stack([torch.cos(a), torch.zeros(()), torch.zeros(()), torch.sin(a)])
+
+
+class TestVLocNetLoss:
+    """Known answers for a 3-frame window: frames 0, 1, 2 at x = (0,0,0), (1,0,0), (1,2,0) with world-to-camera
+    rotations 90, 180, 180 deg about z."""
+
+    I = torch.tensor([1.0, 0, 0, 0])
+    data = {"position": torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [1.0, 2, 0]]]),
+            "qvec": torch.stack([_qz(90.0), _qz(180.0), _qz(180.0)])[None]}
+    # global predictions of frames 1, 2; odometry predictions of the pairs (0, 1), (1, 2)
+    pred = {"position": torch.tensor([[[1.0, 0, 0], [1.0, 2, 2]]]), "qvec": I.expand(1, 2, 4),
+            "odo_dp": torch.tensor([[[1.0, 0, 2], [0.0, 2, 0]]]), "odo_dq": I.expand(1, 2, 4)}
+    s22 = math.sin(math.radians(22.5))
+
+    def _losses(self, iteration, **extra):
+        model = _vlocnet(**extra)
+        model.iteration = iteration
+        return model.loss(self.pred, self.data)[0]
+
+    def test_terms(self):
+        losses = self._losses(0)
+        # absolute: position errors 0, 2 -> 1; ||1 - q_z(180)|| = sqrt 2 for both frames
+        assert losses["global_x"].item() == pytest.approx(1.0) and losses["global_q"].item() == pytest.approx(
+            math.sqrt(2))
+        # pair (1, 2): x_2 - x_1 = (0, 2, 0) vs (0, 2, 2) -> 2; q_1^-1 q_2 = 1 = q^_1^-1 q^_2 -> 0
+        # (the old camera-frame relative motion gives R_1 (0, 2, 0) = (0, -2, 0): error ||(0, 4, 2)||)
+        assert losses["geo_x"].item() == pytest.approx(2.0) and losses["geo_q"].item() == pytest.approx(0.0, abs=1e-6)
+        glob = (1.0 + 2.0) + (math.sqrt(2) + 0.0) * math.exp(3.0) - 3.0  # s_x = 0, s_q = -3
+        assert losses["global"].item() == pytest.approx(glob, rel=1e-6)
+        # odometry, world-frame target: pair (0, 1): (1, 0, 0) vs (1, 0, 2) -> 2, q_0^-1 q_1 = q_z(90) vs 1 ->
+        # 2 sin(22.5 deg); pair (1, 2): exact -> 0
+        assert losses["odo_x"].item() == pytest.approx(1.0)
+        assert losses["odo_q"].item() == pytest.approx(self.s22, rel=1e-6)
+        odo = 1.0 + self.s22 * math.exp(3.0) - 3.0
+        assert losses["odometry"].item() == pytest.approx(odo, rel=1e-6)
+
+    def test_alternating_and_joint_totals(self):
+        glob, odo = self._losses(0)["global"].item(), self._losses(0)["odometry"].item()
+        assert self._losses(0)["total"].item() == pytest.approx(glob)  # step 1: global
+        assert self._losses(1)["total"].item() == pytest.approx(odo)  # step 2: odometry
+        assert self._losses(6)["total"].item() == pytest.approx(glob)  # step 7
+        for it in (0, 1):
+            assert self._losses(it, optimisation="joint")["total"].item() == pytest.approx(glob + odo)
+        assert self._losses(1, odometry=False)["total"].item() == pytest.approx(glob)  # no stream: always global
+
+    def test_camera_target_option(self):
+        """odometry_target: camera (ours) regresses R_{t-1} (x_t - x_{t-1}), q_t q_{t-1}^-1: pair (0, 1):
+        R_z(90) (1, 0, 0) = (0, 1, 0) vs (1, 0, 2) -> sqrt 6; pair (1, 2): R_z(180) (0, 2, 0) = (0, -2, 0) vs
+        (0, 2, 0) -> 4."""
+        dp, _ = relative_pose(self.data["position"][:, :-1], self.data["qvec"][:, :-1], self.data["position"][:, 1:],
+                              self.data["qvec"][:, 1:])
+        assert torch.allclose(dp, torch.tensor([[[0.0, 1, 0], [0.0, -2, 0]]]), atol=1e-6)
+        losses = self._losses(1, odometry_target="camera")
+        assert losses["odo_x"].item() == pytest.approx((math.sqrt(6) + 4) / 2, rel=1e-6)
+
+    def test_bad_options(self):
+        with pytest.raises(ValueError, match="optimisation"):
+            _vlocnet(optimisation="sometimes")
+        with pytest.raises(ValueError, match="odometry_target"):
+            _vlocnet(odometry_target="body")
+
+
+class TestVLocNetAlternating:
+    """Gradients of a real forward pass: odd steps n = iteration + 1 reach the global stream (with its s_x, s_q) and
+    the shared Res1-Res3 only, even steps the odometry streams (with their s_x, s_q) and the shared Res1-Res3 only;
+    joint reaches both."""
+
+    @staticmethod
+    def _groups(model):
+        b = model.backbone
+        ids = lambda *mods: [p for m in mods for p in (m.parameters() if isinstance(m, torch.nn.Module) else [m])]
+        return {"shared": ids(b.conv1, b.bn1, b.layer1, b.layer2),
+                "global": ids(b.layer3, b.layer4, model.fuse, model.pose_fc, model.global_head, model.s_x, model.s_q),
+                "odometry": ids(model.odo_prev, model.odo_res4, model.odo_res5, model.odo_head, model.s_x_odo,
+                                model.s_q_odo)}
+
+    def _grads(self, iteration, **extra):
+        model = _vlocnet(**extra).train()
+        model.iteration = iteration
+        data = _batch(B=2, T=3, size=32)
+        losses, _ = model.loss(model(data), data)
+        losses["total"].backward()
+        groups = self._groups(model)
+        assert sum(len(g) for g in groups.values()) == len(list(model.parameters()))
+        return {k: [p.grad is not None for p in g] for k, g in groups.items()}
+
+    @pytest.mark.parametrize("iteration,task", [(0, "global"), (1, "odometry"), (2, "global"), (3, "odometry")])
+    def test_alternating(self, iteration, task):
+        got = self._grads(iteration)
+        other = "odometry" if task == "global" else "global"
+        assert all(got["shared"]) and all(got[task]) and not any(got[other])
+
+    def test_joint(self):
+        got = self._grads(1, optimisation="joint")
+        assert all(got["shared"]) and all(got["global"]) and all(got["odometry"])

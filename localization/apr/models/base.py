@@ -47,6 +47,8 @@ class BaseAPR(nn.Module):
     }
     default_conf: dict[str, Any] = {}
     window: int = 1  # frames per training sample the model needs at least
+    iteration: int = 0  # the training step being taken (0-based); set by the trainer before each step, read by
+    # models whose loss depends on it (VLocNet's alternating optimisation)
 
     def __init__(self, conf: dict | DictConfig | None = None):
         super().__init__()
