@@ -33,7 +33,7 @@ import torch
 
 from .data.image import resize_short_side
 from .utils.config import DEVICE, between, merge_defaults
-from .utils.io import H5GroupWriter, atomic_path, read_image
+from .utils.io import H5GroupWriter, atomic_path, h5_group_names, read_image
 from .utils.logging import progress
 from .utils.parallel import Engine, add_engine_arguments, engine_options
 from .models import PSPNet
@@ -172,10 +172,7 @@ def segment_images(model: PSPNet, image_paths: Sequence[str | Path], out_path: s
     if overwrite:
         writer.discard()
     else:
-        done = set(writer.pending())  # finished by a killed run, not committed yet
-        if out_path.exists():
-            with h5py.File(out_path, "r") as f:
-                f.visititems(lambda n, o: done.add(n[:-len("/labels")]) if n.endswith("/labels") else None)
+        done = set(writer.pending()) | h5_group_names(out_path, "labels")  # pending: finished by a killed run
     todo = [(p, n) for p, n in zip(image_paths, names) if n not in done]
     logger.info("Segmenting %d images (%d already in %s)", len(todo), len(names) - len(todo), out_path)
     palette = _palette(K)
@@ -231,10 +228,9 @@ def read_labels(h5_path: str | Path, name: str, confidence: bool = False):
 
 def list_names(h5_path: str | Path) -> list[str]:
     """Names of all images in a label file."""
-    names: list[str] = []
-    with h5py.File(h5_path, "r") as f:
-        f.visititems(lambda n, o: names.append(n[:-len("/labels")]) if n.endswith("/labels") else None)
-    return sorted(names)
+    if not Path(h5_path).is_file():
+        raise FileNotFoundError(f"{h5_path}: label file not found")
+    return sorted(h5_group_names(h5_path, "labels"))
 
 
 def _palette(k: int) -> np.ndarray:

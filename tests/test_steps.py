@@ -246,9 +246,19 @@ class TestLabelStep:
 
 
 def _h5_contents(path):
+    """Every dataset of an HDF5 file by path, following the external links of H5GroupWriter files."""
     out = {}
+
+    def walk(group, prefix):
+        for k in group:
+            obj = group[k]
+            if isinstance(obj, h5py.Dataset):
+                out[prefix + k] = obj[()]
+            else:
+                walk(obj, prefix + k + "/")
+
     with h5py.File(path) as f:
-        f.visititems(lambda name, obj: out.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None)
+        walk(f, "")
         out["attrs"] = dict(f.attrs)
     return out
 

@@ -1,5 +1,6 @@
 """The shared helpers of fgsn.utils: atomic writes, kill-safe HDF5 groups, the metrics CSV of the trainers,
 per-key generators, the registry."""
+import shutil
 import zlib
 
 import numpy as np
@@ -98,6 +99,66 @@ class TestH5GroupWriter:
         w.commit({"checkpoint": "x.pt"})
         with h5py.File(out) as f:
             assert f.attrs["checkpoint"] == "x.pt" and f.attrs["num_classes"] == 3 and list(f) == ["a"]
+
+
+    def test_commits_add_shards_without_rewriting_earlier_data(self, tmp_path):
+        """The file holds links; each commit's groups go into a new shard; earlier shards are not rewritten, a shard
+        whose groups were all replaced is deleted, the pair (file, shards) moves together, and h5_consolidate
+        gives one self-contained file."""
+        from fgsn.utils.io import h5_consolidate, h5_group_names
+
+        out = tmp_path / "c" / "feats.h5"
+        w = H5GroupWriter(out)
+        big = np.arange(200_000, dtype=np.float64)  # 1.6 MB per group
+        for name in ("s1/a.jpg", "s1/b.jpg"):
+            with w.group(name) as g:
+                g.create_dataset("descriptors", data=big)
+        w.commit({"num_classes": 2})
+        first = w.shards_dir / "000001.h5"
+        stamp = (first.stat().st_ino, first.stat().st_mtime_ns)
+        with w.group("s2/c.jpg") as g:
+            g.create_dataset("descriptors", data=big + 1)
+        w.commit()
+        assert (first.stat().st_ino, first.stat().st_mtime_ns) == stamp  # not copied again
+        assert sorted(p.name for p in w.shards_dir.iterdir()) == ["000001.h5", "000002.h5"]
+        assert out.stat().st_size < 100_000  # the index: links and attributes only
+        with h5py.File(out) as f:
+            assert isinstance(f.get("s1/a.jpg", getlink=True), h5py.ExternalLink)
+            np.testing.assert_array_equal(f["s2/c.jpg/descriptors"][()], big + 1)
+            assert f.attrs["num_classes"] == 2
+        assert h5_group_names(out, "descriptors") == {"s1/a.jpg", "s1/b.jpg", "s2/c.jpg"}
+        for name in ("s1/a.jpg", "s1/b.jpg"):  # both groups of the first shard replaced: it is collected
+            with w.group(name) as g:
+                g.create_dataset("descriptors", data=big * 2)
+        w.commit()
+        assert sorted(p.name for p in w.shards_dir.iterdir()) == ["000002.h5", "000003.h5"]
+        moved = tmp_path / "moved"
+        (tmp_path / "c").rename(moved)
+        with h5py.File(moved / "feats.h5") as f:
+            np.testing.assert_array_equal(f["s1/b.jpg/descriptors"][()], big * 2)
+        single = h5_consolidate(moved / "feats.h5", tmp_path / "single.h5")
+        shutil.rmtree(moved)
+        with h5py.File(single) as f:
+            np.testing.assert_array_equal(f["s2/c.jpg/descriptors"][()], big + 1)
+            assert f.attrs["num_classes"] == 2 and sorted(f["s1"]) == ["a.jpg", "b.jpg"]
+
+    def test_extends_a_file_of_the_earlier_layout(self, tmp_path):
+        """Groups stored in the file itself (written before the shards) stay readable, can be replaced, and are
+        listed with the linked ones."""
+        from fgsn.utils.io import h5_group_names
+
+        out = tmp_path / "l.h5"
+        with h5py.File(out, "w") as f:
+            f.create_group("old/a.jpg").create_dataset("labels", data=[1])
+            f.create_group("old/b.jpg").create_dataset("labels", data=[2])
+        w = H5GroupWriter(out)
+        for name, v in (("old/b.jpg", 5), ("new.jpg", 6)):
+            with w.group(name) as g:
+                g.create_dataset("labels", data=[v])
+        w.commit()
+        with h5py.File(out) as f:
+            assert [f[n]["labels"][0] for n in ("old/a.jpg", "old/b.jpg", "new.jpg")] == [1, 5, 6]
+        assert h5_group_names(out, "labels") == {"old/a.jpg", "old/b.jpg", "new.jpg"}
 
 
 class TestMetricsCSV:
