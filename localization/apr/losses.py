@@ -75,13 +75,15 @@ def atloc_errors(p_hat: torch.Tensor, logq_hat: torch.Tensor, p: torch.Tensor, q
 
 
 def relative_errors(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor, norm: str = "l1"):
-    """Errors of the relative poses between consecutive frames of windows (AtLoc+ / MapNet, VLocNet).
+    """Errors of the camera-frame relative poses between consecutive frames of windows (AtLoc+'s ``relative:
+    camera`` option, ours; the AtLoc+ and VLocNet defaults are :func:`pairwise_relative_errors` and
+    :func:`consecutive_motion_errors`).
 
     Args:
         p_hat, p: (B, T, 3) predicted / true positions of T >= 2 frames in temporal order.
         q_hat, q: (B, T, 4) predicted / true quaternions.
         norm: ``"l1"`` (AtLoc+: L1 on relative position and on the log of the relative rotation) or
-            ``"l2"`` (VLocNet: Euclidean norms on relative position and relative quaternion).
+            ``"l2"`` (Euclidean norms on relative position and relative quaternion; VLocNet's term before issue 14).
     Returns:
         err_p, err_q: scalars, means over the B (T - 1) pairs.
     """
@@ -118,3 +120,36 @@ def consecutive_motion_errors(p_hat: torch.Tensor, q_hat: torch.Tensor, p: torch
     dp_hat, dq_hat = pose_difference(p_hat[:, :-1], q_hat[:, :-1], p_hat[:, 1:], q_hat[:, 1:])
     dp, dq = pose_difference(p[:, :-1], q[:, :-1], p[:, 1:], q[:, 1:])
     return (dp_hat - dp).norm(dim=-1).mean(), (dq_hat - dq).norm(dim=-1).mean()
+
+
+def pairwise_relative_errors(p_hat: torch.Tensor, logq_hat: torch.Tensor, p: torch.Tensor, q: torch.Tensor):
+    """MapNet's relative-pose errors over all frame pairs of windows (Brahmbhatt et al., CVPR 2018; AtLoc+).
+
+    The relative pose of frames i and j is the world-frame difference v_ij = (x_i - x_j, w_i - w_j) of the
+    positions x and of the log-quaternions w = log q (:func:`~localization.apr.pose.qlog`), taken from the
+    absolute poses (predicted: ``p_hat``, ``logq_hat`` as regressed, not re-normalised). The L1 error
+    ||v_ij - v^_ij||_1 is the same for (i, j) and (j, i), so the mean over the T (T - 1) / 2 pairs i < j used
+    here equals the mean over all ordered pairs i != j of the paper's sum. The errors do not depend on whether
+    q is world-to-camera (this package) or camera-to-world (MapNet): log q^-1 = -log q on the w >= 0 hemisphere.
+
+    Args:
+        p_hat, p: (B, T, 3) predicted / true positions of windows of T >= 2 frames (normalised world frame).
+        logq_hat: (B, T, 3) predicted log-quaternions. q: (B, T, 4) true quaternions (w, x, y, z).
+    Returns:
+        err_p, err_q: scalars, means of ||(x_i - x_j) - (x^_i - x^_j)||_1 and ||(w_i - w_j) - (w^_i - w^_j)||_1
+        over the B T (T - 1) / 2 pairs.
+    Raises:
+        ValueError: if the inputs are not (B, T >= 2, 3) / (B, T, 4) windows of the same B, T.
+    """
+    if p_hat.ndim != 3 or p_hat.shape[1] < 2 or p_hat.shape[-1] != 3:
+        raise ValueError(f"pairwise relative errors need (B, T>=2, 3) windows, got {tuple(p_hat.shape)}")
+    B, T = p_hat.shape[:2]
+    for name, x, n in (("logq_hat", logq_hat, 3), ("p", p, 3), ("q", q, 4)):
+        if tuple(x.shape) != (B, T, n):
+            raise ValueError(f"{name} must have shape {(B, T, n)}, got {tuple(x.shape)}")
+    i, j = torch.triu_indices(T, T, offset=1, device=p_hat.device)  # all pairs i < j
+
+    def _pair_error(a_hat, a):
+        return ((a_hat[:, i] - a_hat[:, j]) - (a[:, i] - a[:, j])).abs().sum(-1).mean()
+
+    return _pair_error(p_hat, p), _pair_error(logq_hat, qlog(q))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from localization.apr.losses import (atloc_errors, consecutive_motion_errors, geometric_loss, learned_weighting,
-                                     posenet_loss, relative_errors)
+                                     pairwise_relative_errors, posenet_loss, relative_errors)
 from localization.apr.pose import (cam_from_world_to_pose, lookat_point, pose_difference, pose_to_cam_from_world,
                                    qconj, qexp, qlog, qmul, qnormalize, qrotate, relative_pose)
 from reconstruction.geometry import qvec_to_rotmat, random_rotation
@@ -180,6 +180,71 @@ class TestLosses:
             consecutive_motion_errors(p[:, :1], q[:, :1], p[:, :1], q[:, :1])
 
 
+def _triplet():
+    """A window of 3 frames with hand-computable relative errors (see TestPairwiseRelativeErrors)."""
+    p = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [3.0, 0, 0]]], dtype=torch.float64)
+    p_hat = torch.tensor([[[0.0, 0, 0], [1.0, 1, 0], [3.0, 0, 1]]], dtype=torch.float64)
+    q = torch.tensor([1.0, 0, 0, 0], dtype=torch.float64).expand(1, 3, 4)  # log q = 0
+    logq_hat = torch.tensor([[[0.0, 0, 0], [0.0, 0, 0.1], [0.0, 0, 0.3]]], dtype=torch.float64)
+    return p_hat, logq_hat, p, q
+
+
+class TestPairwiseRelativeErrors:
+    """MapNet / AtLoc+ relative term: v_ij = (x_i - x_j, log q_i - log q_j) over all pairs of the window."""
+
+    def test_known_value_all_pairs(self):
+        p_hat, logq_hat, p, q = _triplet()
+        err_p, err_q = pairwise_relative_errors(p_hat, logq_hat, p, q)
+        # positions, (x_i - x_j) - (x^_i - x^_j): pair (0, 1): (0, 1, 0) -> 1; (0, 2): (0, 0, 1) -> 1;
+        # (1, 2): (0, -1, 1) -> 2; mean 4/3. Log-quaternions (truth 0): (0, 1): 0.1, (0, 2): 0.3, (1, 2): 0.2.
+        assert err_p.item() == pytest.approx(4 / 3)
+        assert err_q.item() == pytest.approx(0.2)
+        # the consecutive camera-frame definition (the code before, now AtLoc+'s `relative: camera`) misses the
+        # pair (0, 2) and rotates pair (1, 2) into predicted camera 1 (0.2 rad about z):
+        # dp^ = R_z(0.2) (2, -1, 1) against dp = (2, 0, 0); rotations: (0.1 + 0.2) / 2
+        old_p, old_q = relative_errors(p_hat, qexp(logq_hat), p, q, "l1")
+        c, s = math.cos(0.2), math.sin(0.2)
+        assert old_p.item() == pytest.approx((1 + abs(2 * c + s - 2) + abs(2 * s - c) + 1) / 2)
+        assert old_q.item() == pytest.approx(0.15)
+
+    def test_world_frame_log_differences(self):
+        # true rotations about different axes; the prediction has the true positions and log q = 0 everywhere.
+        w = torch.tensor([[[0.0, 0, 0], [0.3, 0, 0], [0.3, 0.4, 0]]], dtype=torch.float64)
+        p = torch.tensor([[[0.0, 0, 0], [1.0, 2, 0], [2.0, -1, 3]]], dtype=torch.float64)
+        err_p, err_q = pairwise_relative_errors(p, torch.zeros_like(w), p, qexp(w))
+        # ||w_i - w_j||_1: (0, 1) 0.3, (0, 2) 0.7, (1, 2) 0.4
+        assert err_p.item() == pytest.approx(0.0)
+        assert err_q.item() == pytest.approx(1.4 / 3)
+        # camera-frame relative rotations q_j q_i^-1 are not differences of logs (x and y rotations do not commute)
+        assert relative_errors(p, qexp(torch.zeros_like(w)), p, qexp(w), "l1")[1].item() != pytest.approx(0.35)
+
+    def test_symmetric_in_the_pair_order(self):
+        # h(v_ij) = h(v_ji): reversing the window gives the same errors, so pairs i < j and i != j have one mean
+        p_hat, logq_hat, p, q = _triplet()
+        ref = pairwise_relative_errors(p_hat, logq_hat, p, q)
+        rev = pairwise_relative_errors(p_hat.flip(1), logq_hat.flip(1), p.flip(1), q.flip(1))
+        assert torch.allclose(torch.stack(ref), torch.stack(rev))
+
+    def test_two_frames_is_the_single_pair(self):
+        p_hat, logq_hat, p, q = _triplet()
+        err_p, err_q = pairwise_relative_errors(p_hat[:, ::2], logq_hat[:, ::2], p[:, ::2], q[:, ::2])
+        assert err_p.item() == pytest.approx(1.0) and err_q.item() == pytest.approx(0.3)
+
+    def test_gradcheck(self):
+        p_hat, logq_hat, p, q = _triplet()
+        p_hat = p_hat + 0.01 * torch.arange(9, dtype=torch.float64).view(1, 3, 3)  # away from the L1 kinks
+        fn = lambda a, b: torch.stack(pairwise_relative_errors(a, b, p, q))  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (p_hat.requires_grad_(), (logq_hat + 0.013).requires_grad_()))
+
+    def test_bad_shapes(self):
+        with pytest.raises(ValueError, match="T>=2"):
+            pairwise_relative_errors(torch.zeros(2, 1, 3), torch.zeros(2, 1, 3), torch.zeros(2, 1, 3),
+                                     torch.zeros(2, 1, 4))
+        with pytest.raises(ValueError, match="q must have shape"):
+            pairwise_relative_errors(torch.zeros(2, 3, 3), torch.zeros(2, 3, 3), torch.zeros(2, 3, 3),
+                                     torch.zeros(2, 3, 3))
+
+
 class TestModelLosses:
     """Each model's ``loss`` on hand-made predictions equals the paper's formula computed by hand."""
 
@@ -205,7 +270,32 @@ class TestModelLosses:
         model.set_pose_stats([0.0, 0.0, 0.0], 2.0)
         pred["positions_all"] = torch.tensor([1.0, 0.0, 0.0]).expand(3, 1, 1, 3)
         losses, _ = model.loss(pred, {"position": p, "qvec": q})
+        # Ward et al.'s loss is the plain sum over the three regressors: alpha = (0.3, 0.3, 1) belongs to the
+        # original PoseNet loss only. This test used to expect (0.3 + 0.3 + 1) x, locking in an alpha_i factor
+        # the paper does not have; that weighting is now the explicit option geometric_alpha (ours, off).
+        assert losses["total"].item() == pytest.approx(3 * (2 + 1 / math.sqrt(2)), rel=1e-6)
+        model = self._model("posenet", feat_dim=8, aux_dim=8, loss="geometric", lookat_distance_m=2.0,
+                            geometric_alpha=True)
+        model.set_pose_stats([0.0, 0.0, 0.0], 2.0)
+        losses, _ = model.loss(pred, {"position": p, "qvec": q})
         assert losses["total"].item() == pytest.approx(1.6 * (2 + 1 / math.sqrt(2)), rel=1e-6)
+
+    def test_posenet_geometric_per_regressor(self):
+        # one pose per regressor, the true camera at the origin with the identity rotation (look-at point
+        # a = (0, 0, 1), 1 m = 1 unit), beta = (150, 150, 500):
+        #   reg1: p^ = (1, 0, 0): a^ = (1, 0, 1), d = (-1, 0, 0), s = 1 + 1/sqrt 2 -> 2 + 1/sqrt 2
+        #   reg2: p^ = 0, q^ = 0.2 rad about z (the optical axis: d = 0) -> 1.5 * 150 * ||q^ - q|| = 450 sin 0.05
+        #   reg3: p^ = (0, 2, 0): a^ = (0, 2, 1), d = (0, -2, 0), cos(a^, d) = -2/sqrt 5 -> 2 + 4 (1 + 2/sqrt 5)
+        model = self._model("posenet", feat_dim=8, aux_dim=8, loss="geometric", lookat_distance_m=1.0)
+        ident = torch.tensor([1.0, 0, 0, 0])
+        pred = {"positions_all": torch.tensor([[1.0, 0, 0], [0.0, 0, 0], [0.0, 2, 0]]).view(3, 1, 1, 3),
+                "qvecs_raw_all": torch.stack([ident, _qz(0.2).float(), ident]).view(3, 1, 1, 4),
+                "position": torch.tensor([[[0.0, 2, 0]]]), "qvec": ident.view(1, 1, 4)}
+        losses, _ = model.loss(pred, {"position": torch.zeros(1, 1, 3), "qvec": ident.view(1, 1, 4)})
+        expected = [2 + 1 / math.sqrt(2), 450 * math.sin(0.05), 6 + 8 / math.sqrt(5)]
+        for key, value in zip(("reg1", "reg2", "reg3"), expected):
+            assert losses[key].item() == pytest.approx(value, rel=1e-5)
+        assert losses["total"].item() == pytest.approx(sum(expected), rel=1e-5)  # no alpha_i factors
 
     def test_atloc(self):
         model = self._model("atloc", feat_dim=8)
@@ -227,6 +317,26 @@ class TestModelLosses:
         # relative: dp^ = (1, 0, 0), dp = (0, 2, 0) -> 3; 3 e^0 + 0 + 0 e^1 - 1 = 2; total -1.5 + 0.5 * 2
         assert losses["abs_p"].item() == pytest.approx(1.5) and losses["rel_p"].item() == pytest.approx(3.0)
         assert losses["total"].item() == pytest.approx(-0.5, rel=1e-6)
+
+    def test_atloc_plus_triplet(self):
+        # the window of TestPairwiseRelativeErrors (relative errors 4/3 and 0.2 over the three pairs)
+        model = self._model("atloc_plus", feat_dim=8, rel_weight=0.5, rel_gamma_init=-1.0)
+        p_hat, logq_hat, p, q = (x.float() for x in _triplet())
+        pred = {"position": p_hat, "logq": logq_hat, "qvec": qexp(logq_hat)}
+        losses, _ = model.loss(pred, {"position": p, "qvec": q})
+        # absolute (beta 0, gamma -3): L1 errors (0 + 1 + 1) / 3 and (0 + 0.1 + 0.3) / 3
+        abs_total = 2 / 3 + (0.4 / 3) * math.exp(3.0) - 3.0
+        # relative: alpha (T - 1) h = 0.5 * 2 * (4/3 e^0 + 0 + 0.2 e^1 - 1), the paper's sums over the frames and
+        # the ordered pairs i != j divided by T = 3
+        assert losses["rel_p"].item() == pytest.approx(4 / 3) and losses["rel_q"].item() == pytest.approx(0.2)
+        assert losses["total"].item() == pytest.approx(abs_total + (4 / 3 + 0.2 * math.e - 1.0), rel=1e-5)
+        # the option `relative: camera` (ours) keeps the consecutive camera-frame term: rel_weight h(errors)
+        model = self._model("atloc_plus", feat_dim=8, rel_weight=0.5, rel_gamma_init=-1.0, relative="camera")
+        losses, _ = model.loss(pred, {"position": p, "qvec": q})
+        old_p, old_q = relative_errors(p_hat, pred["qvec"], p, q, "l1")  # values in test_known_value_all_pairs
+        assert losses["rel_p"].item() == pytest.approx(old_p.item()) and losses["rel_q"].item() == pytest.approx(0.15)
+        expected = abs_total + 0.5 * (old_p.item() + 0.15 * math.e - 1.0)
+        assert losses["total"].item() == pytest.approx(expected, rel=1e-5)
 
     def test_vlocnet(self):
         model = self._model("vlocnet", fc_dim=8, pose_channels=4)

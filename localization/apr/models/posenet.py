@@ -7,10 +7,12 @@ outputs of ``layer2``, ``layer3`` and ``layer4`` (strides 8, 16, 32): global ave
 weighted by ``alpha`` = (0.3, 0.3, 1) and ``beta`` = (150, 150, 500) as in the papers; at test time only the
 last regressor is used.
 
-Loss per regressor i:
-    * ``original``: alpha_i ||p_i - p|| + beta_i ||q_i/||q_i|| - q||.
-    * ``geometric`` (Ward et al.): alpha_i (1.5 beta_i ||q_i - q|| + ||d|| + ||d||^2 s), see
-      :func:`localization.apr.losses.geometric_loss`; alpha_i keeps the auxiliary regressors' down-weighting.
+Loss (docs/ALGORITHMS.md section 11, shared docs), summed over the three regressors i:
+    * ``original`` (Kendall et al.): alpha_i ||p_i - p|| + beta_i ||q_i/||q_i|| - q||.
+    * ``geometric`` (Ward et al.): 1.5 beta_i ||q_i - q|| + ||d|| + ||d||^2 s, with d the error of the look-at
+      point and s = 1 - cos(a^, d), see :func:`localization.apr.losses.geometric_loss`. alpha appears only in
+      the original loss; ``geometric_alpha: true`` multiplies each regressor's geometric loss by alpha_i as
+      well (the auxiliary regressors' down-weighting of the original loss) **(ours)**, off by default.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class PoseNet(BaseAPR):
         "alpha": [0.3, 0.3, 1.0],  # position weights of the regressors on layer2, layer3, layer4
         "beta": [150.0, 150.0, 500.0],  # orientation weights (PoseNet outdoor setting)
         "lookat_distance_m": 1.0,  # geometric loss: look-at point distance along the optical axis, metres
+        "geometric_alpha": False,  # geometric loss: multiply regressor i's loss by alpha_i (ours; not in the paper)
         "feat_dim": 2048,  # hidden FC width of the main regressor
         "aux_dim": 1024,  # hidden FC width of the two auxiliary regressors
         "dropout": 0.5,  # dropout before the pose FCs (GoogLeNet PoseNet: 0.7 aux / 0.4 main)
@@ -64,8 +67,8 @@ class PoseNet(BaseAPR):
                 terms.append(posenet_loss(p_hat, q_hat, data["position"], data["qvec"], conf.alpha[i], conf.beta[i]))
             else:
                 dist = conf.lookat_distance_m / float(self.pose_scale)
-                terms.append(conf.alpha[i] * geometric_loss(p_hat, q_hat, data["position"], data["qvec"],
-                                                            conf.beta[i], dist))
+                weight = conf.alpha[i] if conf.geometric_alpha else 1.0
+                terms.append(weight * geometric_loss(p_hat, q_hat, data["position"], data["qvec"], conf.beta[i], dist))
         total = sum(terms)
         losses = {"total": total, "reg1": terms[0], "reg2": terms[1], "reg3": terms[2]}
         return losses, pose_metrics(pred, data, self.pose_scale)
