@@ -42,6 +42,13 @@ class TestQuaternionLog:
         q = qnormalize(torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
         assert torch.allclose(qexp(qlog(q)), q)
 
+    def test_log_of_exp_round_trip(self):
+        # log vectors of norm < pi/2 (u > 0 after exp) come back; the small-angle branch too
+        w = torch.randn(10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        w = w / w.norm(dim=-1, keepdim=True) * torch.linspace(0.0, 1.5, 10, dtype=torch.float64)[:, None]
+        assert torch.allclose(qlog(qexp(w)), w)
+        assert torch.allclose(qexp(torch.zeros(3)), torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
     def test_gradcheck(self):
         q = qnormalize(torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
         assert torch.autograd.gradcheck(qlog, (q.requires_grad_(),))
@@ -211,9 +218,25 @@ class TestModelLosses:
         assert losses["total"].item() == pytest.approx(4.5 + 0.0 + 0.0 * math.exp(3.0) - 3.0, rel=1e-6)
 
     def test_colorization(self):
+        # Updated for issue 14: ab travels in Lab units and the colour term is the paper's L1 sum (the old test
+        # gave ab / 110 and the mean); the orientation term is unchanged (q^ = exp(log q^) in the model).
         model = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8)
         pred = {"position": torch.tensor([[[3.0, 4.0, 0.0]]]), "qvec": _qz(0.4)[None, None].float(),
-                "ab": torch.full((1, 2, 4, 4), 0.5), "ab_gt": torch.zeros(1, 2, 4, 4)}
+                "ab": torch.full((1, 2, 4, 4), 55.0), "ab_gt": torch.zeros(1, 2, 4, 4)}
         losses, _ = model.loss(pred, {"position": torch.zeros(1, 1, 3), "qvec": torch.tensor([[[1.0, 0, 0, 0]]])})
-        # 5 + 3 ||q_z(0.4) - 1|| + 0.2 * 0.5, with ||q_z(0.4) - 1|| = 2 sin(0.1)
-        assert losses["total"].item() == pytest.approx(5.0 + 3.0 * 2 * math.sin(0.1) + 0.1, rel=1e-6)
+        # 5 + 3 ||q_z(0.4) - 1|| + 0.2 * (32 elements x 55), with ||q_z(0.4) - 1|| = 2 sin(0.1)
+        assert losses["color"].item() == pytest.approx(32 * 55.0)
+        assert losses["total"].item() == pytest.approx(5.0 + 3.0 * 2 * math.sin(0.1) + 0.2 * 32 * 55.0, rel=1e-6)
+
+    def test_colorization_color_loss(self):
+        """Two images of 1x2 pixels: the paper's sum over pixels and ab channels (Lab units), averaged over the
+        images; ``mean_scaled`` (ours) is the former mean of |ab^ - ab| / 110."""
+        ab_gt = torch.tensor([[[[10.0, -20.0]], [[0.0, 5.0]]], [[[0.0, 0.0]], [[0.0, 0.0]]]])  # (2, 2, 1, 2)
+        ab_hat = torch.tensor([[[[12.0, -20.0]], [[-3.0, 5.0]]], [[[1.0, -1.0]], [[4.0, 0.0]]]])
+        # image 0: |2| + |0| + |-3| + |0| = 5; image 1: 1 + 1 + 4 + 0 = 6 -> (5 + 6) / 2
+        model = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8)
+        assert model.color_loss(ab_hat, ab_gt).item() == pytest.approx(5.5)
+        old = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, color_loss="mean_scaled")
+        assert old.color_loss(ab_hat, ab_gt).item() == pytest.approx(11.0 / 8 / 110.0)
+        with pytest.raises(ValueError, match="color_loss"):
+            self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, color_loss="l2")
