@@ -218,15 +218,23 @@ class TestModelLosses:
         assert losses["total"].item() == pytest.approx(4.5 + 0.0 + 0.0 * math.exp(3.0) - 3.0, rel=1e-6)
 
     def test_colorization(self):
-        # Updated for issue 14: ab travels in Lab units and the colour term is the paper's L1 sum (the old test
-        # gave ab / 110 and the mean); the orientation term is unchanged (q^ = exp(log q^) in the model).
+        # Updated for issue 14: the network outputs log q and the orientation term is on log q (the old test gave a
+        # quaternion); ab travels in Lab units and the colour term is the paper's L1 sum (the old: ab / 110, mean).
         model = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8)
-        pred = {"position": torch.tensor([[[3.0, 4.0, 0.0]]]), "qvec": _qz(0.4)[None, None].float(),
+        q = _qz(0.4)[None, None].float()  # log q = (0, 0, 0.2)
+        pred = {"position": torch.tensor([[[3.0, 4.0, 0.0]]]), "logq": torch.zeros(1, 1, 3), "qvec": q,
                 "ab": torch.full((1, 2, 4, 4), 55.0), "ab_gt": torch.zeros(1, 2, 4, 4)}
-        losses, _ = model.loss(pred, {"position": torch.zeros(1, 1, 3), "qvec": torch.tensor([[[1.0, 0, 0, 0]]])})
-        # 5 + 3 ||q_z(0.4) - 1|| + 0.2 * (32 elements x 55), with ||q_z(0.4) - 1|| = 2 sin(0.1)
+        data = {"position": torch.zeros(1, 1, 3), "qvec": torch.tensor([[[1.0, 0, 0, 0]]])}
+        pred_id = {**pred, "logq": qlog(q)}  # log q^ of q_z(0.4) against the identity: ||(0, 0, 0.2)|| = 0.2
+        losses, _ = model.loss(pred_id, data)
+        # 5 + 3 * 0.2 + 0.2 * (32 elements x 55)
         assert losses["color"].item() == pytest.approx(32 * 55.0)
-        assert losses["total"].item() == pytest.approx(5.0 + 3.0 * 2 * math.sin(0.1) + 0.2 * 32 * 55.0, rel=1e-6)
+        assert losses["q"].item() == pytest.approx(0.2, rel=1e-6)
+        assert losses["total"].item() == pytest.approx(5.0 + 3.0 * 0.2 + 0.2 * 32 * 55.0, rel=1e-6)
+        # q_loss: exp (ours): ||exp(log q^) - q|| on the quaternion "qvec", ||q_z(0.4) - 1|| = 2 sin(0.1)
+        model = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, q_loss="exp")
+        losses, _ = model.loss(pred, data)
+        assert losses["q"].item() == pytest.approx(2 * math.sin(0.1), rel=1e-6)
 
     def test_colorization_color_loss(self):
         """Two images of 1x2 pixels: the paper's sum over pixels and ab channels (Lab units), averaged over the
@@ -240,3 +248,5 @@ class TestModelLosses:
         assert old.color_loss(ab_hat, ab_gt).item() == pytest.approx(11.0 / 8 / 110.0)
         with pytest.raises(ValueError, match="color_loss"):
             self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, color_loss="l2")
+        with pytest.raises(ValueError, match="q_loss"):
+            self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, q_loss="l1")
