@@ -73,8 +73,10 @@ default_conf: dict[str, Any] = {
         "optimizer": "adam",  # "adam" or "sgd"
         "lr": 5e-5,  # learning rate
         "weight_decay": 0.0,  # L2 weight decay
-        "lr_step": 0,  # iterations between learning-rate decays (0: constant)
-        "lr_gamma": 0.1,  # decay factor
+        "lr_schedule": "step",  # "step": x lr_gamma every lr_step iterations; "poly": x (1 - it / iterations)^lr_power
+        "lr_step": 0,  # step schedule: iterations between learning-rate decays (0: constant)
+        "lr_gamma": 0.1,  # step schedule: decay factor
+        "lr_power": 0.9,  # poly schedule: exponent
         "grad_clip": 0.0,  # max gradient norm (0: off)
         "log_every": 10,  # iterations between metrics.csv rows
         "eval_every": 0,  # iterations between test evaluations (0: only at the end)
@@ -188,6 +190,36 @@ def _evaluate_all(model, test_records, val_records, conf) -> dict[str, float]:
     return metrics
 
 
+def make_optimizer(model, tc: DictConfig):
+    """The optimizer over ``model.param_groups(tc)`` and the learning-rate scheduler of ``tc`` (``train`` section).
+
+    Schedules, stepped once per iteration (the rate of iteration ``it``, 0-based, is base rate x factor(it)):
+    ``step``: factor lr_gamma^(it // lr_step) (constant when ``lr_step`` = 0: no scheduler); ``poly``: factor
+    (1 - it / iterations)^lr_power (0 at ``iterations``), per group, so groups keep their ratio. The scheduler's
+    state (its iteration count and base rates) goes into the checkpoint; ``--restore`` continues the schedule.
+
+    Returns:
+        optimizer, scheduler (None for a constant rate).
+    Raises:
+        ValueError: unknown ``optimizer`` or ``lr_schedule``.
+    """
+    groups = model.param_groups(tc)
+    if tc.optimizer == "adam":
+        optimizer = torch.optim.Adam(groups, lr=tc.lr, weight_decay=tc.weight_decay)
+    elif tc.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay)
+    else:
+        raise ValueError(f"train.optimizer must be 'adam' or 'sgd', got {tc.optimizer!r}")
+    if tc.lr_schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
+    elif tc.lr_schedule == "poly":
+        total, power = int(tc.iterations), float(tc.lr_power)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1.0 - it / total) ** power)
+    else:
+        raise ValueError(f"train.lr_schedule must be 'step' or 'poly', got {tc.lr_schedule!r}")
+    return optimizer, scheduler
+
+
 def _checkpoint(model, optimizer, scheduler, conf, iteration, metrics, stats, map_ids,
                 logs: Sequence[MetricsCSV] = (), final: bool = False) -> dict[str, Any]:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -235,15 +267,9 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
     model = get_model(conf.model.name)(conf.model)
     model.set_pose_stats(stats.mean, stats.scale, stats.qvec)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
     tc = conf.train
-    if tc.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    elif tc.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay)
-    else:
-        raise ValueError(f"train.optimizer must be 'adam' or 'sgd', got {tc.optimizer!r}")
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
+    optimizer, scheduler = make_optimizer(model, tc)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
 
     start, metrics, tested = 0, {}, False  # tested: metrics are the final test errors (of a restored final checkpoint)
     train_log, eval_log = MetricsCSV(out / "metrics.csv"), MetricsCSV(out / "eval.csv")

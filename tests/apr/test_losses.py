@@ -42,6 +42,13 @@ class TestQuaternionLog:
         q = qnormalize(torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
         assert torch.allclose(qexp(qlog(q)), q)
 
+    def test_log_of_exp_round_trip(self):
+        # log vectors of norm < pi/2 (u > 0 after exp) come back; the small-angle branch too
+        w = torch.randn(10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        w = w / w.norm(dim=-1, keepdim=True) * torch.linspace(0.0, 1.5, 10, dtype=torch.float64)[:, None]
+        assert torch.allclose(qlog(qexp(w)), w)
+        assert torch.allclose(qexp(torch.zeros(3)), torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
     def test_gradcheck(self):
         q = qnormalize(torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
         assert torch.autograd.gradcheck(qlog, (q.requires_grad_(),))
@@ -349,9 +356,35 @@ class TestModelLosses:
         assert losses["total"].item() == pytest.approx(4.5 + 0.0 + 0.0 * math.exp(3.0) - 3.0, rel=1e-6)
 
     def test_colorization(self):
+        # Updated for issue 14: the network outputs log q and the orientation term is on log q (the old test gave a
+        # quaternion); ab travels in Lab units and the colour term is the paper's L1 sum (the old: ab / 110, mean).
         model = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8)
-        pred = {"position": torch.tensor([[[3.0, 4.0, 0.0]]]), "qvec": _qz(0.4)[None, None].float(),
-                "ab": torch.full((1, 2, 4, 4), 0.5), "ab_gt": torch.zeros(1, 2, 4, 4)}
-        losses, _ = model.loss(pred, {"position": torch.zeros(1, 1, 3), "qvec": torch.tensor([[[1.0, 0, 0, 0]]])})
-        # 5 + 3 ||q_z(0.4) - 1|| + 0.2 * 0.5, with ||q_z(0.4) - 1|| = 2 sin(0.1)
-        assert losses["total"].item() == pytest.approx(5.0 + 3.0 * 2 * math.sin(0.1) + 0.1, rel=1e-6)
+        q = _qz(0.4)[None, None].float()  # log q = (0, 0, 0.2)
+        pred = {"position": torch.tensor([[[3.0, 4.0, 0.0]]]), "logq": torch.zeros(1, 1, 3), "qvec": q,
+                "ab": torch.full((1, 2, 4, 4), 55.0), "ab_gt": torch.zeros(1, 2, 4, 4)}
+        data = {"position": torch.zeros(1, 1, 3), "qvec": torch.tensor([[[1.0, 0, 0, 0]]])}
+        pred_id = {**pred, "logq": qlog(q)}  # log q^ of q_z(0.4) against the identity: ||(0, 0, 0.2)|| = 0.2
+        losses, _ = model.loss(pred_id, data)
+        # 5 + 3 * 0.2 + 0.2 * (32 elements x 55)
+        assert losses["color"].item() == pytest.approx(32 * 55.0)
+        assert losses["q"].item() == pytest.approx(0.2, rel=1e-6)
+        assert losses["total"].item() == pytest.approx(5.0 + 3.0 * 0.2 + 0.2 * 32 * 55.0, rel=1e-6)
+        # q_loss: exp (ours): ||exp(log q^) - q|| on the quaternion "qvec", ||q_z(0.4) - 1|| = 2 sin(0.1)
+        model = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, q_loss="exp")
+        losses, _ = model.loss(pred, data)
+        assert losses["q"].item() == pytest.approx(2 * math.sin(0.1), rel=1e-6)
+
+    def test_colorization_color_loss(self):
+        """Two images of 1x2 pixels: the paper's sum over pixels and ab channels (Lab units), averaged over the
+        images; ``mean_scaled`` (ours) is the former mean of |ab^ - ab| / 110."""
+        ab_gt = torch.tensor([[[[10.0, -20.0]], [[0.0, 5.0]]], [[[0.0, 0.0]], [[0.0, 0.0]]]])  # (2, 2, 1, 2)
+        ab_hat = torch.tensor([[[[12.0, -20.0]], [[-3.0, 5.0]]], [[[1.0, -1.0]], [[4.0, 0.0]]]])
+        # image 0: |2| + |0| + |-3| + |0| = 5; image 1: 1 + 1 + 4 + 0 = 6 -> (5 + 6) / 2
+        model = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8)
+        assert model.color_loss(ab_hat, ab_gt).item() == pytest.approx(5.5)
+        old = self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, color_loss="mean_scaled")
+        assert old.color_loss(ab_hat, ab_gt).item() == pytest.approx(11.0 / 8 / 110.0)
+        with pytest.raises(ValueError, match="color_loss"):
+            self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, color_loss="l2")
+        with pytest.raises(ValueError, match="q_loss"):
+            self._model("colorization", color_width=4, fuse_channels=8, fc_dim=8, q_loss="l1")

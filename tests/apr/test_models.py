@@ -8,7 +8,7 @@ from fgsn.models.resnet import ResNet
 from fgsn.weights import load_resnet_weights
 from localization.apr.models import MODELS, get_model
 from localization.apr.models.colorization import ColorizationAPR, rgb_to_lab
-from localization.apr.pose import qnormalize, relative_pose
+from localization.apr.pose import qexp, qnormalize, relative_pose
 
 TINY = {"backbone": {"depth": 10, "base_width": 8}}
 EXTRA = {"posenet": {"feat_dim": 32, "aux_dim": 16}, "atloc": {"feat_dim": 32}, "atloc_plus": {"feat_dim": 32},
@@ -86,6 +86,51 @@ def test_colorization_attention():
     # M_SaE = (2, 4 | 9, 0); channel mean = (5.5, 2); M_att = M_fuse * mask
     expected = torch.tensor([[[[5.5, 4.0]], [[16.5, 0.0]]]])
     assert torch.allclose(ColorizationAPR.attention(m), expected)
+
+
+class TestColorizationStructure:
+    """The paper's structure (Tian et al.; docs/ALGORITHMS.md section 11): Res5 at 1/16, the final fusion of M_fuse
+    and M_att, log q output."""
+
+    @staticmethod
+    def _model():
+        torch.manual_seed(0)
+        return ColorizationAPR({**TINY, **EXTRA["colorization"]}).eval()
+
+    def test_res5_at_one_sixteenth(self):
+        model = self._model()
+        shapes = {}
+        model.backbone.layer4.register_forward_hook(lambda m, i, o: shapes.update(res5=o.shape))
+        model.colorizer.register_forward_hook(lambda m, i, o: shapes.update(color=o[1].shape))
+        model({"image": torch.rand(1, 1, 3, 64, 96)})
+        # layer4 keeps stride 1 and dilates (output stride 16; 1/32 would be 2x3), on the colourizer's grid
+        assert shapes["res5"][-2:] == (4, 6) and shapes["color"][-2:] == (4, 6)
+        assert model.backbone.layer4[0].conv1.dilation == (2, 2)
+
+    def test_final_fusion_applied(self):
+        model = self._model()
+        data = {"image": torch.rand(2, 1, 3, 32, 32)}
+        seen = {}
+
+        def zero(module, inputs, output):  # record the input, replace M_final by zeros
+            seen["in"] = inputs[0].shape
+            return torch.zeros_like(output)
+
+        handle = model.fuse_final.register_forward_hook(zero)
+        pred = model(data)
+        handle.remove()
+        C = EXTRA["colorization"]["fuse_channels"]
+        assert seen["in"] == (2, 2 * C, 2, 2)  # [M_fuse, M_att]
+        # with M_final = 0 the head sees GAP = 0 for both images: position = fc_p(relu(fc.bias))
+        expected = model.fc_p(torch.relu(model.fc.bias))
+        assert torch.allclose(pred["position"][:, 0], expected.expand(2, 3), atol=1e-6)
+        assert not torch.allclose(model(data)["position"][0], model(data)["position"][1])  # without the hook
+
+    def test_log_quaternion_output(self):
+        model = self._model()
+        pred = model({"image": torch.rand(2, 1, 3, 32, 32)})
+        assert pred["logq"].shape == (2, 1, 3) and model.fc_q.out_features == 3
+        assert torch.allclose(pred["qvec"], qnormalize(qexp(pred["logq"])))
 
 
 class TestImageNetWeights:

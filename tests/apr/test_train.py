@@ -310,3 +310,61 @@ def test_killed_and_restored_run_matches_uninterrupted(tmp_path, seven_scenes):
     assert rows(out / "eval.csv") == rows(ref / "eval.csv")
     assert json.loads((out / "metrics.json").read_text())["test"] == ja["test"]
     assert_clean(out)
+
+
+def _color_conf(tmp_path, root, **extra):
+    extra = {"model.color_width": 4, "model.fuse_channels": 8, "model.fc_dim": 8, "model.dropout": 0.0,
+             "train.lr": 3e-4, "model.colorizer_lr": 1e-3, "train.lr_schedule": "poly", **extra}
+    return _conf(tmp_path, root, "colorization", **extra)
+
+
+def test_colorization_param_groups_and_poly_schedule(tmp_path, seven_scenes):
+    """Two parameter groups (localization part 3e-4, colourizer 1e-3, the paper's rates) decayed by
+    (1 - it / iterations)^0.9 together."""
+    from localization.apr.models import get_model
+    from localization.apr.train import make_optimizer
+
+    conf = _color_conf(tmp_path, seven_scenes[0], **{"train.iterations": 10})
+    model = get_model("colorization")(conf.model)
+    optimizer, scheduler = make_optimizer(model, conf.train)
+    groups = optimizer.param_groups
+    assert [(g["name"], g["lr"]) for g in groups] == [("localization", 3e-4), ("colorizer", 1e-3)]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.colorizer.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    lrs = {}
+    for it in range(11):
+        lrs[it] = [g["lr"] for g in groups]
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx([3e-4, 1e-3])
+    assert lrs[5] == pytest.approx([3e-4 * 0.5 ** 0.9, 1e-3 * 0.5 ** 0.9])
+    assert lrs[10] == [0.0, 0.0]
+    # one group for the other models; the default schedule is a step schedule (none when lr_step = 0)
+    other = _conf(tmp_path, seven_scenes[0], **{"train.lr_step": 3})
+    opt, sched = make_optimizer(get_model("posenet")(other.model), other.train)
+    assert len(opt.param_groups) == 1 and isinstance(sched, torch.optim.lr_scheduler.StepLR)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        make_optimizer(model, _color_conf(tmp_path, seven_scenes[0], **{"train.lr_schedule": "cosine"}).train)
+
+
+def test_poly_schedule_restored(tmp_path, seven_scenes):
+    """A run restored from its iteration-2 checkpoint (as after a kill) continues the poly schedule of both
+    groups: the same rates, weights and logged rows as the uninterrupted run."""
+    import shutil
+
+    root, _ = seven_scenes
+    full = main(_color_conf(tmp_path / "a", root))
+    b = tmp_path / "b" / "out" / "colorization"
+    shutil.copytree(full, b)
+    shutil.copy(b / "checkpoints" / "checkpoint_000002.pt", b / "checkpoints" / "checkpoint_last.pt")
+    resumed = main(_color_conf(tmp_path / "b", root), restore=True)
+    assert resumed == b
+    sa, sb = (torch.load(d / "checkpoints" / "checkpoint_last.pt", weights_only=True) for d in (full, resumed))
+    assert sb["scheduler"]["last_epoch"] == sa["scheduler"]["last_epoch"] == 4
+    assert [g["lr"] for g in sb["optimizer"]["param_groups"]] == [g["lr"] for g in sa["optimizer"]["param_groups"]]
+    assert sa["optimizer"]["param_groups"][1]["lr"] == 0.0  # (1 - 4/4)^0.9
+    for k in sa["model"]:
+        assert torch.allclose(sa["model"][k].float(), sb["model"][k].float(), atol=1e-6), k
+    lr_rows = [line.split(",")[1] for line in (full / "metrics.csv").read_text().splitlines()]
+    assert lr_rows == [line.split(",")[1] for line in (resumed / "metrics.csv").read_text().splitlines()]
+    assert float(lr_rows[2]) == pytest.approx(3e-4 * 0.5 ** 0.9)  # logged after iteration 2: the rate of it 2

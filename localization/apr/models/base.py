@@ -73,14 +73,24 @@ class BaseAPR(nn.Module):
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------------------------------
-    def make_backbone(self, activation: str = "relu") -> ResNet:
+    def make_backbone(self, activation: str = "relu", output_stride: int = 32) -> ResNet:
         """A ResNet of ``conf.backbone`` (torchvision layout, He-normal conv initialisation).
 
         Args:
             activation: ``"relu"`` or ``"elu"``.
+            output_stride: 32, or 16 / 8 (the last stages keep stride 1 and dilate, as FGSN's PSPNet; the
+                colourization model's Res5 is at 1/16).
         """
         bconf = self.conf.backbone
-        return ResNet(bconf.depth, bconf.base_width, activation, init="kaiming")
+        return ResNet(bconf.depth, bconf.base_width, activation, output_stride=output_stride, init="kaiming")
+
+    def param_groups(self, train_conf: DictConfig) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (torch param-group dicts; a group without ``lr`` gets ``train.lr``).
+
+        Default: one group of every trainable parameter. Models with per-branch learning rates override this
+        (the colourization model). Args: train_conf: the ``train`` section of the training configuration.
+        """
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "name": "all"}]
 
     def load_pretrained(self, prefixes: tuple[str, ...] = ("backbone.",)) -> None:
         """Load ``backbone.pretrained`` (if set; a local torchvision-layout ImageNet file) into every ResNet under
