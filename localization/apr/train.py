@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from fgsn.utils.checkpoint import save_checkpoint
 from fgsn.utils.config import merge_config, save_config
 from fgsn.utils.io import write_text_atomic
+from fgsn.utils.interrupt import deferred_interrupt
 from fgsn.utils.logging import MetricsCSV, eta, setup_logging
 from reconstruction.geometry import pose_errors
 
@@ -306,16 +307,19 @@ def main(conf: DictConfig, restore: bool = False) -> Path:
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             model.iteration = it  # the step about to be taken (VLocNet alternates its two tasks by it)
+            torch.manual_seed(conf.seed * 1000003 + it)  # dropout, VLocNet's previous-pose noise: per step, so
+            # that --restore draws what an uninterrupted run draws
             pred = model(batch)
             losses, batch_metrics = model.loss(pred, batch)
             optimizer.zero_grad()
             losses["total"].backward()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            it += 1
+            with deferred_interrupt():  # the update and the counter that records it, whole (Ctrl-C waits)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                it += 1
             if not torch.isfinite(losses["total"]):
                 raise FloatingPointError(f"non-finite loss at iteration {it}: {float(losses['total'])}")
             if it % tc.log_every == 0 or it == tc.iterations:
