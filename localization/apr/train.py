@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,7 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fgsn.utils.checkpoint import save_checkpoint
-from fgsn.utils.config import merge_config, save_config
+from fgsn.utils.config import Check, between, list_of, merge_config, one_of, save_config
 from fgsn.utils.io import write_text_atomic
 from fgsn.utils.interrupt import deferred_interrupt
 from fgsn.utils.logging import MetricsCSV, eta, setup_logging
@@ -88,6 +89,22 @@ default_conf: dict[str, Any] = {
 }
 
 
+_COUNT, _POSITIVE = between(1, integer=True), between(0, lo_open=True)
+conf_checks = {  # fgsn.utils.config.check_conf; the model section: the model class's conf_checks, else inferred
+    "device": Check(lambda v: isinstance(v, str) and re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None,
+                    "cpu, cuda or cuda:N"),
+    "num_threads": _COUNT,
+    "data": {"format": one_of("7scenes", "cambridge", "cmu", "robotcar"), "position_norm": one_of("rms", "none"),
+             "image_size": _COUNT, "crop_size": list_of(_COUNT, 2), "steps": _COUNT, "skip": _COUNT,
+             "jitter": list_of(between(0), 4), "holdout_every": between(0, integer=True)},
+    "train": {"iterations": _COUNT, "batch_size": _COUNT, "optimizer": one_of("adam", "sgd"), "lr": _POSITIVE,
+              "weight_decay": between(0), "lr_schedule": one_of("step", "poly"), "lr_step": between(0, integer=True),
+              "lr_gamma": _POSITIVE, "lr_power": between(0), "grad_clip": between(0), "log_every": _COUNT,
+              "eval_every": between(0, integer=True), "save_every": between(0, integer=True),
+              "num_workers": between(0, integer=True), "eval_batch_size": _COUNT},
+}
+
+
 def build_conf(config: str | Path | None, overrides: Sequence[str] = (), restore_from: DictConfig | None = None) -> DictConfig:
     """Merge the defaults, the model's defaults, a YAML file and ``key=value`` overrides (struct mode).
 
@@ -113,7 +130,8 @@ def build_conf(config: str | Path | None, overrides: Sequence[str] = (), restore
     defaults.model = model_defaults
     if restore_from is not None:
         defaults = OmegaConf.merge(defaults, restore_from)
-    return merge_config(defaults, yaml_path=config, overrides=overrides)
+    checks = {**conf_checks, "model": getattr(cls, "conf_checks", {})}
+    return merge_config(defaults, yaml_path=config, overrides=overrides, checks=checks)
 
 
 class _IterationSampler(torch.utils.data.Sampler):

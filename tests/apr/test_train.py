@@ -119,6 +119,25 @@ def test_config_errors(tmp_path, seven_scenes):
         build_conf(None, ["model.name=atloc", "model.feat_dimm=3"])
 
 
+
+@pytest.mark.parametrize("overrides, match", [
+    (["model.name=vlocnet", "model.optimisation=alternate"], r"model.optimisation='alternate' is invalid: expected one of alternating, joint"),
+    (["model.name=posenet", "train.lr=-1"], r"train.lr=-1 is invalid: expected a number > 0"),
+    (["model.name=atloc", "train.lr_schedule=cosine"], r"train.lr_schedule='cosine' is invalid"),
+    (["model.name=atloc", "device=auto"], r"device='auto' is invalid: expected cpu, cuda or cuda:N"),
+    (["model.name=atloc_plus", "model.relative=consecutive"], r"model.relative='consecutive' is invalid"),
+    (["model.name=colorization", "model.color_loss=mean"], r"model.color_loss='mean' is invalid"),
+    (["model.name=atloc", "train.iterations=abc"], r"train.iterations='abc' is invalid"),
+])
+def test_wrong_values_fail_at_merge_time(overrides, match):
+    """The trainer's and the models' enumerated and numeric keys are checked when the configuration is built,
+    before any data is read (they were only type-inferred)."""
+    from fgsn.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        build_conf(None, ["experiment=x", "data.root=/nonexistent", *overrides])
+
+
 def test_cli_with_preset(tmp_path, cambridge):
     root, _ = cambridge
     rc = cli_main(["train-apr", "configs/apr/atloc_plus_cpu.yaml", "experiment=cli", f"output_root={tmp_path}",

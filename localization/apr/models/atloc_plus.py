@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fgsn.utils.config import one_of
+
 from ..losses import learned_weighting, pairwise_relative_errors, relative_errors
 from .atloc import AtLoc
 from .base import pose_metrics
@@ -37,6 +39,7 @@ class AtLocPlus(AtLoc):
         "relative": "pairs",  # "pairs": MapNet/AtLoc+ (all pairs, world-frame differences of x and log q);
                               # "camera" (ours): consecutive pairs, R_0 (C_1 - C_0) and q_1 q_0^-1
     }
+    conf_checks = {"relative": one_of("pairs", "camera")}  # fgsn.utils.config.check_conf, at merge time
     window = 2
 
     def _init(self, conf):

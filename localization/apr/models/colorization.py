@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fgsn.utils.config import one_of
+
 from ..pose import qexp, qlog, qnormalize
 from .base import BaseAPR, flatten_frames, pose_metrics
 
@@ -115,6 +117,7 @@ class ColorizationAPR(BaseAPR):
         "colorizer_lr": None,  # learning rate of the colourizer's parameters (null: train.lr); paper preset 1e-3
     }
 
+    conf_checks = {"q_loss": one_of("log", "exp"), "color_loss": one_of("sum", "mean_scaled")}  # at merge time
     def _init(self, conf):
         if conf.q_loss not in ("log", "exp"):
             raise ValueError(f"q_loss must be 'log' or 'exp', got {conf.q_loss!r}")

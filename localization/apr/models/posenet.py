@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fgsn.utils.config import one_of
+
 from ..losses import geometric_loss, posenet_loss
 from ..pose import qnormalize
 from .base import BaseAPR, flatten_frames, pose_metrics
@@ -37,6 +39,7 @@ class PoseNet(BaseAPR):
         "dropout": 0.5,  # dropout before the pose FCs (GoogLeNet PoseNet: 0.7 aux / 0.4 main)
     }
 
+    conf_checks = {"loss": one_of("original", "geometric")}  # fgsn.utils.config.check_conf, at merge time
     def _init(self, conf):
         if conf.loss not in ("original", "geometric"):
             raise ValueError(f"PoseNet loss must be 'original' or 'geometric', got {conf.loss!r}")

@@ -55,6 +55,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fgsn.utils.config import one_of
+
 from ..losses import consecutive_motion_errors, learned_weighting
 from ..pose import pose_difference, qmul, qnormalize, relative_pose
 from .base import BaseAPR, pose_metrics
@@ -85,6 +87,7 @@ class VLocNet(BaseAPR):
         "s_x_init": 0.0,  # initial learned position log-weight
         "s_q_init": -3.0,  # initial learned orientation log-weight
     }
+    conf_checks = {"odometry_target": one_of("world", "camera"), "optimisation": one_of("alternating", "joint")}
     window = 2
     sequential = True
 
