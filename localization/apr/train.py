@@ -232,8 +232,7 @@ def make_optimizer(model, tc: DictConfig):
     if tc.lr_schedule == "step":
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
     elif tc.lr_schedule == "poly":
-        total, power = int(tc.iterations), float(tc.lr_power)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1.0 - it / total) ** power)
+        scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, int(tc.iterations), float(tc.lr_power))
     else:
         raise ValueError(f"train.lr_schedule must be 'step' or 'poly', got {tc.lr_schedule!r}")
     return optimizer, scheduler
