@@ -116,8 +116,8 @@ class ColorizationAPR(BaseAPR):
         "color_loss": "sum",  # "sum": L1 sum over pixels and ab channels, Lab units (paper); "mean_scaled" (ours)
         "colorizer_lr": None,  # learning rate of the colourizer's parameters (null: train.lr); paper preset 1e-3
     }
-
     conf_checks = {"q_loss": one_of("log", "exp"), "color_loss": one_of("sum", "mean_scaled")}  # at merge time
+
     def _init(self, conf):
         if conf.q_loss not in ("log", "exp"):
             raise ValueError(f"q_loss must be 'log' or 'exp', got {conf.q_loss!r}")

@@ -38,8 +38,8 @@ class PoseNet(BaseAPR):
         "aux_dim": 1024,  # hidden FC width of the two auxiliary regressors
         "dropout": 0.5,  # dropout before the pose FCs (GoogLeNet PoseNet: 0.7 aux / 0.4 main)
     }
-
     conf_checks = {"loss": one_of("original", "geometric")}  # fgsn.utils.config.check_conf, at merge time
+
     def _init(self, conf):
         if conf.loss not in ("original", "geometric"):
             raise ValueError(f"PoseNet loss must be 'original' or 'geometric', got {conf.loss!r}")
