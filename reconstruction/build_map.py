@@ -36,7 +36,7 @@ from . import features as feature_step
 from .camera import Camera, to_colmap_pixels
 from .datasets import SeasonsDataset, load_dataset, parse_slices
 from .records import ImageRecord
-from .geometry import camera_center
+from .geometry import camera_center, sampson_errors, skew
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ default_conf = {
     "max_reproj_error_px": 4.0,  # observations with a larger reprojection error are dropped, pixels
     "min_tri_angle_deg": 1.5,  # smallest largest-angle between observing rays, degrees
 }
-
-
-def _skew(t: np.ndarray) -> np.ndarray:
-    return np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
 
 
 def _mutual_ratio_matches(d0: np.ndarray, d1: np.ndarray, ratio: float) -> np.ndarray:
@@ -70,17 +66,6 @@ def _mutual_ratio_matches(d0: np.ndarray, d1: np.ndarray, ratio: float) -> np.nd
     idx0 = np.arange(len(d0))
     ok = (np.sqrt(D[:, 0]) < ratio * np.sqrt(D[:, 1])) & (J[I[:, 0], 0] == idx0)
     return np.stack([idx0[ok], I[ok, 0]], axis=1)
-
-
-def _sampson(x0: np.ndarray, x1: np.ndarray, E: np.ndarray) -> np.ndarray:
-    """Sampson distances (normalised units) of (N, 2) correspondences under the essential matrix E (x1^T E x0)."""
-    h0 = np.c_[x0, np.ones(len(x0))]
-    h1 = np.c_[x1, np.ones(len(x1))]
-    Ex0 = h0 @ E.T
-    Etx1 = h1 @ E
-    num = np.sum(h1 * Ex0, axis=1)
-    den = Ex0[:, 0] ** 2 + Ex0[:, 1] ** 2 + Etx1[:, 0] ** 2 + Etx1[:, 1] ** 2
-    return np.abs(num) / np.sqrt(np.maximum(den, 1e-30))
 
 
 def _component_roots(n: int, edges: np.ndarray) -> np.ndarray:
@@ -115,9 +100,9 @@ def _match_pairs(shared: dict, pairs: list) -> list[tuple[np.ndarray, np.ndarray
         Rj, tj = poses[j][:, :3], poses[j][:, 3]
         R = Rj @ Ri.T  # j_from_i
         t = tj - R @ ti
-        E = _skew(t / max(np.linalg.norm(t), 1e-12)) @ R
+        E = skew(t / max(np.linalg.norm(t), 1e-12)) @ R
         focal = (cams[i].focal + cams[j].focal) / 2
-        ok = _sampson(xi[m[:, 0]], xj[m[:, 1]], E) * focal < shared["max_epipolar_error_px"]
+        ok = np.abs(sampson_errors(E, xi[m[:, 0]], xj[m[:, 1]])) * focal < shared["max_epipolar_error_px"]
         out.append((offsets[i] + m[ok, 0].astype(np.int64), offsets[j] + m[ok, 1].astype(np.int64)))
     return out
 

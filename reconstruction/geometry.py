@@ -187,6 +187,28 @@ def gravity_in_camera(cams_from_world: np.ndarray, up: np.ndarray) -> np.ndarray
     return g / np.linalg.norm(g)
 
 
+def skew(v: np.ndarray) -> np.ndarray:
+    """(3,) vector -> (3, 3) cross-product matrix [v]x (so [v]x w = v x w)."""
+    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], np.float64)
+
+
+def sampson_errors(E: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """Signed Sampson errors of correspondences under an essential matrix (Hartley & Zisserman, Eq. 11.9).
+
+    Args:
+        E: (3, 3) essential matrix with x2^T E x1 = 0, e.g. [t]x R for X2 = R X1 + t.
+        x1, x2: (N, 2) normalised image coordinates (undistorted, z = 1) in the first / second view.
+    Returns:
+        (N,) first-order geometric errors, normalised image units (about radians near the optical axis).
+    """
+    h1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
+    h2 = np.concatenate([x2, np.ones((len(x2), 1))], 1)
+    Ex1, Etx2 = h1 @ E.T, h2 @ E
+    num = np.einsum("ij,ij->i", h2, Ex1)
+    den = np.sqrt(Ex1[:, 0] ** 2 + Ex1[:, 1] ** 2 + Etx2[:, 0] ** 2 + Etx2[:, 1] ** 2)
+    return num / np.maximum(den, 1e-15)
+
+
 def axis_angle_to_rotmat(omega: np.ndarray) -> np.ndarray:
     """(N, 3) axis-angle vectors (radians) -> (N, 3, 3) rotation matrices (scipy's Rodrigues)."""
     return Rotation.from_rotvec(np.asarray(omega, dtype=np.float64).reshape(-1, 3)).as_matrix()

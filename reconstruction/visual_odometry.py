@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .camera import Camera, to_colmap_pixels
+from .geometry import axis_angle_to_rotmat, sampson_errors, skew
 
 
 @dataclass
@@ -81,34 +82,6 @@ def mutual_matches(desc1: np.ndarray, desc2: np.ndarray, ratio: float = 0.8) -> 
     return np.stack([i, nn[i, 0]], 1).astype(np.int64)
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], np.float64)
-
-
-def _rodrigues(w: np.ndarray) -> np.ndarray:
-    theta = float(np.linalg.norm(w))
-    K = _skew(w / theta) if theta > 0 else np.zeros((3, 3))
-    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * K @ K
-
-
-def sampson_errors(R: np.ndarray, t: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
-    """Sampson errors of correspondences under the essential matrix E = [t]x R (Hartley & Zisserman, Eq. 11.9).
-
-    Args:
-        R: (3, 3), t: (3,) cur_from_prev (X_cur = R X_prev + t).
-        x1, x2: (N, 2) normalised image coordinates (undistorted, z = 1) in the previous / current frame.
-    Returns:
-        (N,) signed first-order geometric errors, normalised image units (about radians near the optical axis).
-    """
-    E = _skew(np.asarray(t, np.float64)) @ R
-    h1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
-    h2 = np.concatenate([x2, np.ones((len(x2), 1))], 1)
-    Ex1, Etx2 = h1 @ E.T, h2 @ E
-    num = np.einsum("ij,ij->i", h2, Ex1)
-    den = np.sqrt(Ex1[:, 0] ** 2 + Ex1[:, 1] ** 2 + Etx2[:, 0] ** 2 + Etx2[:, 1] ** 2)
-    return num / np.maximum(den, 1e-15)
-
-
 def motion_covariance(R: np.ndarray, t: np.ndarray, x1: np.ndarray, x2: np.ndarray, step: float = 1e-6):
     """First-order covariance of a two-view motion estimated from its inliers (module docstring).
 
@@ -137,7 +110,7 @@ def motion_covariance(R: np.ndarray, t: np.ndarray, x1: np.ndarray, x2: np.ndarr
 
     def residuals(p):
         tp = t + p[3] * u1 + p[4] * u2
-        return sampson_errors(_rodrigues(p[:3]) @ R, tp / np.linalg.norm(tp), x1, x2)
+        return sampson_errors(skew(tp / np.linalg.norm(tp)) @ axis_angle_to_rotmat(p[:3])[0] @ R, x1, x2)
 
     r0 = residuals(np.zeros(5))
     J = np.empty((len(x1), 5))

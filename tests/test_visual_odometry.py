@@ -58,7 +58,7 @@ def test_no_motion_from_unrelated_frames():
 
 
 def test_sampson_errors_zero_on_exact_correspondences_and_first_order_distance():
-    from reconstruction.visual_odometry import sampson_errors
+    from reconstruction.geometry import sampson_errors, skew
 
     rng = np.random.default_rng(3)
     X = np.stack([rng.uniform(-5, 5, 50), rng.uniform(-2, 2, 50), rng.uniform(4, 20, 50)], 1)
@@ -66,13 +66,13 @@ def test_sampson_errors_zero_on_exact_correspondences_and_first_order_distance()
     x1 = X[:, :2] / X[:, 2:]
     X2 = X @ R.T + t
     x2 = X2[:, :2] / X2[:, 2:]
-    np.testing.assert_allclose(sampson_errors(R, t, x1, x2), 0, atol=1e-12)
+    np.testing.assert_allclose(sampson_errors(skew(t) @ R, x1, x2), 0, atol=1e-12)
     # moving x2 by d along the epipolar line's normal changes the error by about d / sqrt(2) (the Sampson error
     # spreads a residual over both images equally when the two lines' normals have equal length)
     E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ R
     line = np.c_[x1, np.ones(50)] @ E.T
     n = line[:, :2] / np.linalg.norm(line[:, :2], axis=1, keepdims=True)
-    e = sampson_errors(R, t, x1, x2 + 1e-4 * n)
+    e = sampson_errors(skew(t) @ R, x1, x2 + 1e-4 * n)
     l1 = np.linalg.norm(line[:, :2], axis=1)
     l2 = np.linalg.norm((np.c_[x2, np.ones(50)] @ E)[:, :2], axis=1)
     np.testing.assert_allclose(np.abs(e), 1e-4 * l1 / np.sqrt(l1**2 + l2**2), rtol=1e-3)
