@@ -228,6 +228,8 @@ def _localize(locs: dict, queries, feats, results: dict, lmap: LabelledMap, limi
             loc.labelled_map = lambda mid: lmap
             loc._point_rows = {}
         times, errs = [], []
+        if limit.get(name, len(queries)) <= 0:  # e.g. --gsmc-full-queries 0: the method is not timed
+            continue
         for q in queries[:limit.get(name, len(queries))]:
             t0 = time.perf_counter()
             res = loc.localize(q, keyed_rng(0, q.key))
@@ -325,7 +327,7 @@ def _projection(sift: dict, per_point: float, sizes_out: list[dict], speedup: fl
             build = 0.0 if matcher == "flat" else _interp(sizes_out, points, lambda o: o["approx_build_s"])[0]
             t_maps = n_maps * (per_point * points + build) / 3600
             label = "flat" if matcher == "flat" else sizes_out[0]["approx_index"]
-            for method in METHODS:
+            for method in sizes_out[0]["methods"]:  # the methods timed (not GSMC with --gsmc-full-queries 0)
                 t_loc = _interp(sizes_out, points, lambda o: o["methods"][method]["s_per_query"])[0] * n_q / 3600
                 total = t_sift + t_maps + t_match * n_q / 3600 + t_loc
                 rows.append(f"| {bench} | {method} | {label}{note} | {t_sift:.1f} | {t_maps:.2f} | "
@@ -377,8 +379,9 @@ def main() -> None:
         print(f"| {o['size']:,} | {o['flat_s_per_query']:.3f}{note} | {o['approx_index']} | {o['approx_build_s']:.1f} | "
               f"{o['approx_s_per_query']:.3f} | {o['approx_s_per_query'] / o['flat_s_per_query']:.4f} | "
               f"{o['exact_inliers']} | {100 * o['retention']:.1f} | {o['peak_rss_gb']:.2f} |")
-    print("\n| points | matcher used | " + " | ".join(f"{m}: s / query, recall" for m in METHODS) + " |")
-    print("|---|---|" + "---|" * len(METHODS))
+    timed = list(sizes_out[0]["methods"])
+    print("\n| points | matcher used | " + " | ".join(f"{m}: s / query, recall" for m in timed) + " |")
+    print("|---|---|" + "---|" * len(timed))
     for o in sizes_out:
         used = "flat" if o["size"] <= 10_000 else o["approx_index"]
         print(f"| {o['size']:,} | {used} | " + " | ".join(

@@ -156,8 +156,13 @@ def test_ctrl_c_right_after_a_step_restores_without_repeating_it(tiny_corr_root,
         return out
 
     monkeypatch.setattr(torch.optim.SGD, "step", step_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        main(conf, tmp_path / "cut")
+    # Python's own Ctrl-C handler: a shell starts background jobs with SIGINT ignored, and Python keeps that
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            main(conf, tmp_path / "cut")
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
     monkeypatch.setattr(torch.optim.SGD, "step", step)
     saved = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["iteration"] == 3
