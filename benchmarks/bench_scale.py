@@ -227,10 +227,11 @@ def _localize(locs: dict, queries, feats, results: dict, lmap: LabelledMap, limi
         if hasattr(loc, "labelled_map"):
             loc.labelled_map = lambda mid: lmap
             loc._point_rows = {}
-        times, errs = [], []
-        if limit.get(name, len(queries)) <= 0:  # e.g. --gsmc-full-queries 0: the method is not timed
+        n = limit.get(name, len(queries))
+        if n <= 0:  # e.g. --gsmc-full-queries 0: the method is not timed
             continue
-        for q in queries[:limit.get(name, len(queries))]:
+        times, errs = [], []
+        for q in queries[:n]:
             t0 = time.perf_counter()
             res = loc.localize(q, keyed_rng(0, q.key))
             times.append(time.perf_counter() - t0)
