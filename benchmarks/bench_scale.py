@@ -216,20 +216,20 @@ def _as_matches(q, f, r, xyz) -> dict:
 
 def _localize(locs: dict, queries, feats, results: dict, lmap: LabelledMap, limit: dict) -> dict:
     """Seconds per query (filter + RANSAC, median) and recall of every method on the given matches (method
-    ``name`` on the first ``limit[name]`` queries only, when given)."""
+    ``name`` on the first ``limit[name]`` queries only, when given; left out when that is 0)."""
     import torch
 
     torch.set_num_threads(1)
     out = {}
     for name, loc in locs.items():
+        n = limit.get(name, len(queries))
+        if n <= 0:  # e.g. --gsmc-full-queries 0: the method is not timed
+            continue
         loc.load_matches = lambda q, f=dict(zip([q.key for q in queries], feats)): _as_matches(
             q, f[q.key], results[q.key], lmap.xyz)
         if hasattr(loc, "labelled_map"):
             loc.labelled_map = lambda mid: lmap
             loc._point_rows = {}
-        n = limit.get(name, len(queries))
-        if n <= 0:  # e.g. --gsmc-full-queries 0: the method is not timed
-            continue
         times, errs = [], []
         for q in queries[:n]:
             t0 = time.perf_counter()
