@@ -82,6 +82,8 @@ def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi
     step = 2 * math.pi / N
     fx, fy, cx, cy, k1, k2, p1, p2 = cam[0], cam[1], cam[2], cam[3], cam[4], cam[5], cam[6], cam[7]
     two_p1, two_p2 = 2 * p1, 2 * p2
+    u_end, v_end, w_last, h_last = width - 0.5, height - 0.5, width - 1.0, height - 1.0
+    pix = np.empty(N, np.int64)  # pixel index of each angle's projection, -1 where the pair test fails
     restrict = len(keep_hyp) > 0
     counts = np.zeros(H * N, np.int64)
     starts = np.zeros(2, np.int64)
@@ -143,37 +145,34 @@ def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi
                     _intersect(starts[p], lengths[p], sc, Lc, N, mid_s, mid_L, 2 * p)
                 for p in range(4):
                     _intersect(mid_s[p], mid_L[p], sf, Lf, N, fin_s, fin_L, 2 * p)
-                for p in range(8):
-                    for i in range(fin_L[p]):
-                        n = fin_s[p] + i
-                        if n >= N:
-                            n -= N
-                        if restrict and not keep_hyp[(k * H + h) * N + n]:
-                            continue
-                        c, s = cphi[n], sphi[n]
-                        # the pair test (_Scene.agree, same operations)
-                        dist = np.sqrt(A + B1 * c + B2 * s)
-                        along = a0 - (v1 * c + v2 * s)
-                        if not (dist >= lo_j and dist <= hi_j and along >= dist * ct_j):
-                            continue
-                        X = m00 + c * m10 + s * m20
-                        Y = m01 + c * m11 + s * m21
-                        Z = m02 + c * m12 + s * m22
-                        if not Z > 1e-6:
-                            continue
-                        x, y = X / Z, Y / Z
-                        r2 = x * x + y * y
-                        if not r2 < max_radius2:
-                            continue
-                        radial = 1 + k1 * r2 + k2 * r2 * r2
-                        xd = x * radial + two_p1 * x * y + p2 * (r2 + 2 * x * x)
-                        yd = y * radial + p1 * (r2 + 2 * y * y) + two_p2 * x * y
-                        u = fx * xd + cx
-                        v = fy * yd + cy
-                        if not (u > -0.5 and u < width - 0.5 and v > -0.5 and v < height - 0.5):
-                            continue
-                        ui = min(max(np.rint(u), 0.0), width - 1.0)
-                        vi = min(max(np.rint(v), 0.0), height - 1.0)
-                        if qlab[int(vi) * width + int(ui)] == lab:
-                            counts[base + n] += 1
+                for p in range(8):  # each piece as at most two unwrapped runs of angles
+                    s0, L = fin_s[p], fin_L[p]
+                    e0 = min(s0 + L, N)
+                    for seg in range(2):
+                        n0 = s0 if seg == 0 else 0
+                        n1 = e0 if seg == 0 else s0 + L - e0
+                        for n in range(n0, n1):  # the pair test, without branches or loads from the label map
+                            c, s = cphi[n], sphi[n]
+                            # (_Scene.agree, same operations; every test evaluated, then combined)
+                            dist = np.sqrt(A + B1 * c + B2 * s)
+                            along = a0 - (v1 * c + v2 * s)
+                            X = m00 + c * m10 + s * m20
+                            Y = m01 + c * m11 + s * m21
+                            Z = m02 + c * m12 + s * m22
+                            x, y = X / Z, Y / Z
+                            r2 = x * x + y * y
+                            radial = 1 + k1 * r2 + k2 * r2 * r2
+                            xd = x * radial + two_p1 * x * y + p2 * (r2 + 2 * x * x)
+                            yd = y * radial + p1 * (r2 + 2 * y * y) + two_p2 * x * y
+                            u = fx * xd + cx
+                            v = fy * yd + cy
+                            ok = ((dist >= lo_j) & (dist <= hi_j) & (along >= dist * ct_j) & (Z > 1e-6)
+                                  & (r2 < max_radius2) & (u > -0.5) & (u < u_end) & (v > -0.5) & (v < v_end))
+                            ui = min(max(np.rint(u if ok else 0.0), 0.0), w_last)
+                            vi = min(max(np.rint(v if ok else 0.0), 0.0), h_last)
+                            pix[n] = np.int64(vi) * width + np.int64(ui) if ok else -1
+                        for n in range(n0, n1):  # the label lookups
+                            t = pix[n]
+                            if t >= 0 and qlab[t] == lab and (not restrict or keep_hyp[(k * H + h) * N + n]):
+                                counts[base + n] += 1
         scores[k] = counts.max()
