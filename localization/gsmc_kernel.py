@@ -113,12 +113,19 @@ def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi
                 c1, c2 = (lo_j * lo_j - A) / Bs - _EPS_COS, (hi_j * hi_j - A) / Bs + _EPS_COS
                 if not (c1 <= 1 and c2 >= -1 and d_near <= d_far * (1 + 1e-12)):
                     continue
-                # cone and projection-guard arcs (necessary conditions): the cheap emptiness tests of both first,
-                # then the inverse trigonometric functions
+                theta = math.atan2(by, bx)
+                psa, psb = math.acos(min(max(c2, -1.0), 1.0)), math.acos(min(max(c1, -1.0), 1.0))
+                s1, e1 = _first_last(theta - psb, theta - psa, step)
+                s2, e2 = _first_last(theta + psa, theta + psb, step)
+                s2, e2 = max(s2, e1 + 1), min(e2, s1 + N - 1)
+                starts[0], lengths[0] = s1 % N, min(max(e1 - s1 + 1, 0), N)
+                starts[1], lengths[1] = s2 % N, min(max(e2 - s2 + 1, 0), N)
+                # cone and projection-guard arcs (necessary conditions)
                 a0 = -(z * V[j, 0] + bx * V[j, 1] + by * V[j, 2])
                 v1, v2 = rk * V[j, 1], rk * V[j, 2]
                 t = (a0 - (d_near if ct_j >= 0 else d_far) * ct_j) / max(math.sqrt(v1 * v1 + v2 * v2), _TINY)
-                if t + _EPS_COS < -1:  # _interval's empty case, before its atan2
+                sc, Lc = _interval(t + _EPS_COS, math.atan2(v2, v1), step, N, False)
+                if Lc == 0:
                     continue
                 m00 = Bc[k, 0, 0] * z + Bc[k, 0, 1] * rk
                 m01 = Bc[k, 1, 0] * z + Bc[k, 1, 1] * rk
@@ -130,21 +137,9 @@ def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi
                 m21 = Bc[k, 1, 1] * by - Bc[k, 1, 2] * bx
                 m22 = Bc[k, 2, 1] * by - Bc[k, 2, 2] * bx
                 tf = (d_near * cos_fov - m02) / max(math.sqrt(m12 * m12 + m22 * m22), _TINY)
-                if tf - _EPS_COS > 1:
-                    continue
-                sc, Lc = _interval(t + _EPS_COS, math.atan2(v2, v1), step, N, False)
-                if Lc == 0:
-                    continue
                 sf, Lf = _interval(tf - _EPS_COS, math.atan2(m22, m12), step, N, True)
                 if Lf == 0:
                     continue
-                theta = math.atan2(by, bx)
-                psa, psb = math.acos(min(max(c2, -1.0), 1.0)), math.acos(min(max(c1, -1.0), 1.0))
-                s1, e1 = _first_last(theta - psb, theta - psa, step)
-                s2, e2 = _first_last(theta + psa, theta + psb, step)
-                s2, e2 = max(s2, e1 + 1), min(e2, s1 + N - 1)
-                starts[0], lengths[0] = s1 % N, min(max(e1 - s1 + 1, 0), N)
-                starts[1], lengths[1] = s2 % N, min(max(e2 - s2 + 1, 0), N)
                 lab = labels[j]
                 for p in range(2):  # distance arcs intersected with the cone arc, then with the guard arc
                     _intersect(starts[p], lengths[p], sc, Lc, N, mid_s, mid_L, 2 * p)
@@ -177,7 +172,7 @@ def score_matches(order, near_ptr, near_idx, valid, Bc, r, hgt, Xk, P, V, lo, hi
                             vi = min(max(np.rint(v if ok else 0.0), 0.0), h_last)
                             pix[n] = np.int64(vi) * width + np.int64(ui) if ok else -1
                         for n in range(n0, n1):  # the label lookups
-                            t = pix[n]
-                            if t >= 0 and qlab[t] == lab and (not restrict or keep_hyp[(k * H + h) * N + n]):
+                            px = pix[n]
+                            if px >= 0 and qlab[px] == lab and (not restrict or keep_hyp[(k * H + h) * N + n]):
                                 counts[base + n] += 1
         scores[k] = counts.max()
